@@ -1,0 +1,1 @@
+//! DynamoDB operations (being written).

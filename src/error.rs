@@ -1,0 +1,216 @@
+//! The one error type of kcheck, and the single place that decides which
+//! failures are worth retrying.
+
+use std::fmt;
+
+/// Result alias used throughout kcheck.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kcheck.
+///
+/// Messages name the operation and what was wrong; they never contain
+/// credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The service answered with an AWS error (`__type` and `message`).
+    #[error("{operation}: {code} (HTTP {status}): {message}")]
+    Service {
+        /// The API operation, e.g. `GetRecords`.
+        operation: &'static str,
+        /// The parsed error code.
+        code: ErrorCode,
+        /// HTTP status of the response.
+        status: u16,
+        /// The service's message, possibly empty.
+        message: String,
+    },
+    /// The request never produced a response: connect, DNS, TLS, timeout or
+    /// a dropped connection.
+    #[error("{operation}: request to {endpoint} failed: {message}")]
+    Transport {
+        /// The API operation.
+        operation: &'static str,
+        /// Where the request went.
+        endpoint: String,
+        /// What the HTTP layer reported.
+        message: String,
+    },
+    /// The response could not be understood: not JSON, truncated, wrong types,
+    /// an HTML error page from a proxy.
+    #[error("{operation}: malformed response (HTTP {status}): {detail}")]
+    MalformedResponse {
+        /// The API operation.
+        operation: &'static str,
+        /// HTTP status of the response.
+        status: u16,
+        /// What was wrong, with a short excerpt of the body.
+        detail: String,
+    },
+    /// The response body was larger than the client accepts.
+    #[error("{operation}: response body exceeds the {limit}-byte limit")]
+    ResponseTooLarge {
+        /// The API operation.
+        operation: &'static str,
+        /// The configured cap in bytes.
+        limit: u64,
+    },
+    /// No credentials could be found, or a configured provider failed.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// A configuration value is missing or invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether repeating the same request may succeed: throttling, HTTP 5xx
+    /// and connection failures. Client errors are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Service { code, status, .. } => code.is_throttling() || *status >= 500,
+            Error::Transport { .. } => true,
+            // A 5xx HTML page from a proxy or a body cut off mid-stream is a
+            // passing fault of the path, not of the request.
+            Error::MalformedResponse { status, .. } => *status >= 500 || *status == 0,
+            Error::ResponseTooLarge { .. } | Error::Credentials(_) | Error::Config(_) => false,
+        }
+    }
+
+    /// Whether this is a throttling error (the caller should slow down).
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, Error::Service { code, .. } if code.is_throttling())
+    }
+
+    /// The AWS error code, when the service returned one.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        match self {
+            Error::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// AWS error codes kcheck acts on; anything else is kept verbatim in `Other`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    ProvisionedThroughputExceeded,
+    Throttling,
+    LimitExceeded,
+    RequestLimitExceeded,
+    KmsThrottling,
+    ConditionalCheckFailed,
+    TransactionCanceled,
+    ResourceNotFound,
+    ResourceInUse,
+    Validation,
+    InvalidArgument,
+    AccessDenied,
+    ExpiredIterator,
+    ExpiredNextToken,
+    KmsAccessDenied,
+    KmsDisabled,
+    KmsInvalidState,
+    KmsNotFound,
+    KmsOptInRequired,
+    InternalFailure,
+    ServiceUnavailable,
+    /// Any other code, as the service spelled it (namespace stripped).
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Parses an AWS `__type` such as
+    /// `com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException`
+    /// or an `x-amzn-ErrorType` value such as `ThrottlingException:http://…`.
+    pub fn parse(raw: &str) -> ErrorCode {
+        let name = raw.rsplit('#').next().unwrap_or(raw);
+        let name = name.split(':').next().unwrap_or(name).trim();
+        match name {
+            "ProvisionedThroughputExceededException" => ErrorCode::ProvisionedThroughputExceeded,
+            "ThrottlingException" | "Throttling" | "ThrottledException" => ErrorCode::Throttling,
+            "LimitExceededException" => ErrorCode::LimitExceeded,
+            "RequestLimitExceeded" => ErrorCode::RequestLimitExceeded,
+            "KMSThrottlingException" => ErrorCode::KmsThrottling,
+            "ConditionalCheckFailedException" => ErrorCode::ConditionalCheckFailed,
+            "TransactionCanceledException" => ErrorCode::TransactionCanceled,
+            "ResourceNotFoundException" => ErrorCode::ResourceNotFound,
+            "ResourceInUseException" => ErrorCode::ResourceInUse,
+            "ValidationException" => ErrorCode::Validation,
+            "InvalidArgumentException" => ErrorCode::InvalidArgument,
+            "AccessDeniedException" | "AccessDenied" => ErrorCode::AccessDenied,
+            "ExpiredIteratorException" => ErrorCode::ExpiredIterator,
+            "ExpiredNextTokenException" => ErrorCode::ExpiredNextToken,
+            "KMSAccessDeniedException" => ErrorCode::KmsAccessDenied,
+            "KMSDisabledException" => ErrorCode::KmsDisabled,
+            "KMSInvalidStateException" => ErrorCode::KmsInvalidState,
+            "KMSNotFoundException" => ErrorCode::KmsNotFound,
+            "KMSOptInRequired" => ErrorCode::KmsOptInRequired,
+            "InternalFailure" | "InternalServerError" | "InternalFailureException" => {
+                ErrorCode::InternalFailure
+            }
+            "ServiceUnavailable" | "ServiceUnavailableException" => ErrorCode::ServiceUnavailable,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+
+    /// The service's name for this code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::ProvisionedThroughputExceeded => "ProvisionedThroughputExceededException",
+            ErrorCode::Throttling => "ThrottlingException",
+            ErrorCode::LimitExceeded => "LimitExceededException",
+            ErrorCode::RequestLimitExceeded => "RequestLimitExceeded",
+            ErrorCode::KmsThrottling => "KMSThrottlingException",
+            ErrorCode::ConditionalCheckFailed => "ConditionalCheckFailedException",
+            ErrorCode::TransactionCanceled => "TransactionCanceledException",
+            ErrorCode::ResourceNotFound => "ResourceNotFoundException",
+            ErrorCode::ResourceInUse => "ResourceInUseException",
+            ErrorCode::Validation => "ValidationException",
+            ErrorCode::InvalidArgument => "InvalidArgumentException",
+            ErrorCode::AccessDenied => "AccessDeniedException",
+            ErrorCode::ExpiredIterator => "ExpiredIteratorException",
+            ErrorCode::ExpiredNextToken => "ExpiredNextTokenException",
+            ErrorCode::KmsAccessDenied => "KMSAccessDeniedException",
+            ErrorCode::KmsDisabled => "KMSDisabledException",
+            ErrorCode::KmsInvalidState => "KMSInvalidStateException",
+            ErrorCode::KmsNotFound => "KMSNotFoundException",
+            ErrorCode::KmsOptInRequired => "KMSOptInRequired",
+            ErrorCode::InternalFailure => "InternalFailure",
+            ErrorCode::ServiceUnavailable => "ServiceUnavailable",
+            ErrorCode::Other(name) => name,
+        }
+    }
+
+    /// Throttling codes: retried with backoff.
+    pub fn is_throttling(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::ProvisionedThroughputExceeded
+                | ErrorCode::Throttling
+                | ErrorCode::LimitExceeded
+                | ErrorCode::RequestLimitExceeded
+                | ErrorCode::KmsThrottling
+        )
+    }
+
+    /// Configuration problems of the stream or key: report, never spin.
+    pub fn is_access_or_kms_configuration(&self) -> bool {
+        matches!(
+            self,
+            ErrorCode::AccessDenied
+                | ErrorCode::KmsAccessDenied
+                | ErrorCode::KmsDisabled
+                | ErrorCode::KmsInvalidState
+                | ErrorCode::KmsNotFound
+                | ErrorCode::KmsOptInRequired
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,1 @@
+//! Kinesis operations (being written).

@@ -1,0 +1,20 @@
+//! kcheck: a synchronous, thread-based consumer of Amazon Kinesis Data Streams
+//! that coordinates many processes through DynamoDB leases and checkpoints.
+//!
+//! The safe Rust API lives in the modules below; `ffi` adapts it to a stable C
+//! ABI and is the only module that uses `unsafe`.
+#![deny(unsafe_code)]
+
+pub mod dynamodb;
+pub mod error;
+#[allow(unsafe_code)]
+pub mod ffi;
+pub mod kinesis;
+mod random;
+pub mod transport;
+
+pub use error::{Error, ErrorCode, Result};
+pub use transport::{AwsConfig, Credentials, Environment, RetryPolicy};
+
+/// The crate version, e.g. `0.1.0`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,200 @@
+//! The blocking client for AWS's JSON protocols (`X-Amz-Target` style), shared
+//! by Kinesis (JSON 1.1) and DynamoDB (JSON 1.0): one keep-alive ureq agent,
+//! SigV4 on every attempt, a capped response body, AWS errors parsed into
+//! [`Error::Service`] and retries decided by [`Error::is_retryable`].
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::transport::credentials::SharedCredentialsProvider;
+use crate::transport::retry::RetryPolicy;
+use crate::transport::signing::sign_request;
+use crate::transport::{AwsConfig, Service};
+
+/// How much of an unparseable body an error message quotes.
+const EXCERPT_CHARS: usize = 120;
+
+/// A signed JSON-protocol client for one service at one endpoint.
+/// Cheap to clone; clones share the connection pool.
+#[derive(Clone, Debug)]
+pub(crate) struct JsonClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    agent: ureq::Agent,
+    endpoint: String,
+    region: String,
+    service: Service,
+    credentials: SharedCredentialsProvider,
+    retry: RetryPolicy,
+    max_response_bytes: u64,
+}
+
+impl JsonClient {
+    /// A client for `service` as `config` resolves it.
+    pub(crate) fn new(config: &AwsConfig, service: Service) -> Result<JsonClient> {
+        let endpoint = config.endpoint(service)?;
+        let http = config.http_options();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(http.connect_timeout))
+            .timeout_global(Some(http.request_timeout))
+            .max_idle_connections_per_host(64)
+            .user_agent(concat!("kcheck/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(JsonClient {
+            inner: Arc::new(Inner {
+                agent,
+                endpoint,
+                region: config.region().to_owned(),
+                service,
+                credentials: config.credentials_provider(),
+                retry: config.retry_policy(),
+                max_response_bytes: http.max_response_bytes,
+            }),
+        })
+    }
+
+    /// The endpoint requests go to.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// Calls `operation` with the client's retry policy.
+    pub(crate) fn call<Req, Resp>(&self, operation: &'static str, request: &Req) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.call_with(operation, request, &self.inner.retry)
+    }
+
+    /// Calls `operation`, retrying as `retry` allows.
+    pub(crate) fn call_with<Req, Resp>(
+        &self,
+        operation: &'static str,
+        request: &Req,
+        retry: &RetryPolicy,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let body = serde_json::to_vec(request).map_err(|e| {
+            Error::Config(format!("{operation}: request cannot be encoded: {e}"))
+        })?;
+        retry.run(|_| {
+            let (status, bytes) = self.send_once(operation, &body)?;
+            decode_response(operation, status, &bytes)
+        })
+    }
+
+    /// One signed POST; returns the status and the (capped) body.
+    fn send_once(&self, operation: &'static str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let inner = &*self.inner;
+        let credentials = inner.credentials.provide_credentials()?;
+        let mut request = http::Request::post(&inner.endpoint)
+            .header("content-type", inner.service.content_type())
+            .header(
+                "x-amz-target",
+                format!("{}.{}", inner.service.target_prefix(), operation),
+            )
+            .body(body.to_vec())
+            .map_err(|e| Error::Config(format!("{operation}: invalid request: {e}")))?;
+        sign_request(
+            &mut request,
+            &credentials,
+            &inner.region,
+            inner.service.signing_name(),
+            SystemTime::now(),
+        )?;
+        let transport_error = |message: String| Error::Transport {
+            operation,
+            endpoint: inner.endpoint.clone(),
+            message,
+        };
+        let mut response = inner
+            .agent
+            .run(request)
+            .map_err(|e| transport_error(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(inner.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Error::ResponseTooLarge {
+                    operation,
+                    limit: inner.max_response_bytes,
+                },
+                other => transport_error(format!("reading the response body: {other}")),
+            })?;
+        Ok((status, bytes))
+    }
+}
+
+/// Turns a status and body into the typed response or the typed error.
+pub(crate) fn decode_response<Resp: DeserializeOwned>(
+    operation: &'static str,
+    status: u16,
+    body: &[u8],
+) -> Result<Resp> {
+    if (200..300).contains(&status) {
+        // An empty 200 body is `{}` for operations without output.
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            body
+        };
+        return serde_json::from_slice(body).map_err(|e| Error::MalformedResponse {
+            operation,
+            status,
+            detail: format!("{e}; body starts {}", excerpt(body)),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct AwsErrorBody {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+        #[serde(alias = "Message")]
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<AwsErrorBody>(body) {
+        Ok(AwsErrorBody {
+            kind: Some(kind),
+            message,
+        }) => Err(Error::Service {
+            operation,
+            code: ErrorCode::parse(&kind),
+            status,
+            message: message.unwrap_or_default(),
+        }),
+        _ => Err(Error::MalformedResponse {
+            operation,
+            status,
+            detail: format!("not an AWS error response; body starts {}", excerpt(body)),
+        }),
+    }
+}
+
+/// The start of a body, lossily decoded and on one line, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut short: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
