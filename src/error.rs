@@ -61,6 +61,19 @@ pub enum Error {
     /// A configuration value is missing or invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A bounded wait ran out.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// This consumer no longer holds the shard's lease: another consumer took
+    /// it (or it expired), so this consumer may not checkpoint it.
+    #[error("lease lost: shard {shard_id} is no longer owned by this consumer")]
+    LeaseLost {
+        /// The shard whose lease was lost.
+        shard_id: String,
+    },
+    /// The consumer was closed.
+    #[error("the consumer is closed")]
+    Closed,
 }
 
 impl Error {
@@ -73,7 +86,12 @@ impl Error {
             // A 5xx HTML page from a proxy or a body cut off mid-stream is a
             // passing fault of the path, not of the request.
             Error::MalformedResponse { status, .. } => *status >= 500 || *status == 0,
-            Error::ResponseTooLarge { .. } | Error::Credentials(_) | Error::Config(_) => false,
+            Error::ResponseTooLarge { .. }
+            | Error::Credentials(_)
+            | Error::Config(_)
+            | Error::Timeout(_)
+            | Error::LeaseLost { .. }
+            | Error::Closed => false,
         }
     }
 
@@ -212,5 +230,104 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(code: &str, status: u16) -> Error {
+        Error::Service {
+            operation: "Op",
+            code: ErrorCode::parse(code),
+            status,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn codes_parse_with_or_without_namespace_and_suffix() {
+        assert_eq!(
+            ErrorCode::parse("com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"),
+            ErrorCode::ConditionalCheckFailed
+        );
+        assert_eq!(
+            ErrorCode::parse("ThrottlingException:http://internal.amazon.com/coral/"),
+            ErrorCode::Throttling
+        );
+        assert_eq!(
+            ErrorCode::parse("SomethingNew"),
+            ErrorCode::Other("SomethingNew".into())
+        );
+        for code in [
+            ErrorCode::ProvisionedThroughputExceeded,
+            ErrorCode::KmsOptInRequired,
+            ErrorCode::ExpiredIterator,
+            ErrorCode::ResourceInUse,
+        ] {
+            assert_eq!(ErrorCode::parse(code.as_str()), code);
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retried() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "LimitExceededException",
+            "RequestLimitExceeded",
+            "KMSThrottlingException",
+        ] {
+            assert!(service(code, 400).is_retryable(), "{code}");
+            assert!(service(code, 400).is_throttling(), "{code}");
+        }
+        assert!(service("InternalFailure", 500).is_retryable());
+        assert!(service("ServiceUnavailable", 503).is_retryable());
+        let transport = Error::Transport {
+            operation: "Op",
+            endpoint: "http://x".into(),
+            message: "connection refused".into(),
+        };
+        assert!(transport.is_retryable());
+        let proxy_page = Error::MalformedResponse {
+            operation: "Op",
+            status: 502,
+            detail: "html".into(),
+        };
+        assert!(proxy_page.is_retryable());
+    }
+
+    #[test]
+    fn client_errors_are_final() {
+        for code in [
+            "ConditionalCheckFailedException",
+            "ResourceNotFoundException",
+            "ValidationException",
+            "AccessDeniedException",
+            "KMSAccessDeniedException",
+            "KMSDisabledException",
+            "KMSInvalidStateException",
+            "KMSNotFoundException",
+            "KMSOptInRequired",
+            "InvalidArgumentException",
+            "ExpiredIteratorException",
+        ] {
+            assert!(!service(code, 400).is_retryable(), "{code}");
+        }
+        assert!(ErrorCode::parse("KMSNotFoundException").is_access_or_kms_configuration());
+        let garbled_ok = Error::MalformedResponse {
+            operation: "Op",
+            status: 200,
+            detail: "bad".into(),
+        };
+        assert!(!garbled_ok.is_retryable());
+        assert!(!Error::Config("x".into()).is_retryable());
+        assert!(!Error::Credentials("x".into()).is_retryable());
+        assert!(!Error::ResponseTooLarge {
+            operation: "Op",
+            limit: 1
+        }
+        .is_retryable());
     }
 }

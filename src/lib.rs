@@ -5,6 +5,8 @@
 //! ABI and is the only module that uses `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod checkpoint;
+pub mod consumer;
 pub mod dynamodb;
 pub mod error;
 #[allow(unsafe_code)]
@@ -13,6 +15,8 @@ pub mod kinesis;
 mod random;
 pub mod transport;
 
+pub use checkpoint::{Checkpointer, DynamoDbCheckpointer, MemoryCheckpointer};
+pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, Record};
 pub use error::{Error, ErrorCode, Result};
 pub use transport::{AwsConfig, Credentials, Environment, RetryPolicy};
 

@@ -67,6 +67,11 @@ impl JsonClient {
         &self.inner.endpoint
     }
 
+    /// The retry policy of [`JsonClient::call`].
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.inner.retry
+    }
+
     /// Calls `operation` with the client's retry policy.
     pub(crate) fn call<Req, Resp>(&self, operation: &'static str, request: &Req) -> Result<Resp>
     where
@@ -87,12 +92,34 @@ impl JsonClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = serde_json::to_vec(request).map_err(|e| {
-            Error::Config(format!("{operation}: request cannot be encoded: {e}"))
-        })?;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))?;
         retry.run(|_| {
             let (status, bytes) = self.send_once(operation, &body)?;
             decode_response(operation, status, &bytes)
+        })
+    }
+
+    /// Calls `operation` like [`JsonClient::call`], but hands every decoded
+    /// response to `inspect` together with its raw body, so a caller can read
+    /// service-specific fields of an error body that [`Error::Service`] does
+    /// not keep (DynamoDB's `Item` and `CancellationReasons`). What `inspect`
+    /// returns is the attempt's result: its retryable errors are retried.
+    pub(crate) fn call_inspecting<Req, Resp, T>(
+        &self,
+        operation: &'static str,
+        request: &Req,
+        mut inspect: impl FnMut(Result<Resp>, &[u8]) -> Result<T>,
+    ) -> Result<T>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))?;
+        self.inner.retry.run(|_| {
+            let (status, bytes) = self.send_once(operation, &body)?;
+            inspect(decode_response(operation, status, &bytes), &bytes)
         })
     }
 
@@ -197,4 +224,68 @@ fn excerpt(body: &[u8]) -> String {
         short.push('…');
     }
     format!("{short:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Out {
+        #[serde(rename = "Value")]
+        value: u32,
+    }
+
+    #[test]
+    fn success_bodies_decode() {
+        let out: Out = decode_response("Op", 200, br#"{"Value": 7}"#).unwrap();
+        assert_eq!(out.value, 7);
+        let empty: std::collections::HashMap<String, u32> =
+            decode_response("Op", 200, b"").unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn aws_error_bodies_become_service_errors() {
+        let error = decode_response::<Out>(
+            "PutItem",
+            400,
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed"}"#,
+        )
+        .unwrap_err();
+        match error {
+            Error::Service {
+                operation,
+                code,
+                status,
+                message,
+            } => {
+                assert_eq!(operation, "PutItem");
+                assert_eq!(code, ErrorCode::ConditionalCheckFailed);
+                assert_eq!(status, 400);
+                assert_eq!(message, "The conditional request failed");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unparseable_bodies_are_malformed_with_an_excerpt() {
+        let error = decode_response::<Out>("Op", 502, b"<html>Bad Gateway</html>").unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("HTTP 502") && text.contains("Bad Gateway"),
+            "{text}"
+        );
+        let error = decode_response::<Out>("Op", 200, br#"{"Value": "seven"}"#).unwrap_err();
+        assert!(matches!(
+            error,
+            Error::MalformedResponse { status: 200, .. }
+        ));
+        let long = vec![b'x'; 10_000];
+        let text = decode_response::<Out>("Op", 200, &long)
+            .unwrap_err()
+            .to_string();
+        assert!(text.len() < 400, "excerpts are short: {}", text.len());
+    }
 }

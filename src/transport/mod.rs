@@ -142,6 +142,26 @@ impl AwsConfig {
         Ok(config)
     }
 
+    /// The settings of a client configured like the seed's objects: an
+    /// optional base config with `region_name` and `endpoint_url` on top.
+    pub(crate) fn for_client(
+        base: Option<AwsConfig>,
+        region_name: Option<&str>,
+        endpoint_url: Option<&str>,
+    ) -> Result<AwsConfig> {
+        let mut config = match base {
+            Some(config) => config,
+            None => AwsConfig::builder().build()?,
+        };
+        if let Some(region) = region_name {
+            config.region = region::resolve(Some(region), &config.env)?;
+        }
+        if let Some(url) = endpoint_url {
+            config = config.with_endpoint_url(Some(url))?;
+        }
+        Ok(config)
+    }
+
     /// The endpoint of `service`: the explicit endpoint_url, then
     /// `AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`, then the
     /// regional https endpoint.
@@ -151,8 +171,7 @@ impl AwsConfig {
         }
         for var in [service.endpoint_env_var(), "AWS_ENDPOINT_URL"] {
             if let Some(url) = self.env.var(var) {
-                return validate_endpoint(&url)
-                    .map_err(|e| Error::Config(format!("{var}: {e}")));
+                return validate_endpoint(&url).map_err(|e| Error::Config(format!("{var}: {e}")));
             }
         }
         let suffix = if self.region.starts_with("cn-") {
@@ -224,7 +243,11 @@ impl AwsConfigBuilder {
     pub fn build(self) -> Result<AwsConfig> {
         let env = self.env.unwrap_or_else(Environment::process);
         let region = region::resolve(self.region.as_deref(), &env)?;
-        let endpoint_url = self.endpoint_url.as_deref().map(validate_endpoint).transpose()?;
+        let endpoint_url = self
+            .endpoint_url
+            .as_deref()
+            .map(validate_endpoint)
+            .transpose()?;
         let credentials = match self.credentials {
             Some(provider) => provider,
             None => credentials::default_chain(&env, &region, &self.http),

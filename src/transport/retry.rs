@@ -70,3 +70,97 @@ impl RetryPolicy {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Error, ErrorCode};
+    use std::cell::Cell;
+
+    fn quick(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+        }
+    }
+
+    fn throttled() -> Error {
+        Error::Service {
+            operation: "GetRecords",
+            code: ErrorCode::ProvisionedThroughputExceeded,
+            status: 400,
+            message: "slow down".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+        assert_eq!(policy.backoff_ceiling(0), Duration::from_millis(100));
+        assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(200));
+        assert_eq!(policy.backoff_ceiling(4), Duration::from_millis(1600));
+        assert_eq!(policy.backoff_ceiling(5), Duration::from_secs(2));
+        assert_eq!(policy.backoff_ceiling(u32::MAX), Duration::from_secs(2));
+        for retry in 0..64 {
+            assert!(policy.backoff(retry) <= policy.backoff_ceiling(retry));
+        }
+    }
+
+    #[test]
+    fn full_jitter_spreads_sleeps() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+        };
+        let sleeps: std::collections::HashSet<_> = (0..50).map(|_| policy.backoff(0)).collect();
+        assert!(
+            sleeps.len() > 10,
+            "jitter should vary the sleep: {sleeps:?}"
+        );
+    }
+
+    #[test]
+    fn retryable_errors_are_tried_max_attempts_times() {
+        let calls = Cell::new(0);
+        let result: Result<()> = quick(4).run(|_| {
+            calls.set(calls.get() + 1);
+            Err(throttled())
+        });
+        assert!(result.unwrap_err().is_throttling());
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn success_after_retries_is_returned() {
+        let result = quick(5).run(|attempt| {
+            if attempt < 2 {
+                Err(throttled())
+            } else {
+                Ok(attempt)
+            }
+        });
+        assert_eq!(result.unwrap(), 2);
+    }
+
+    #[test]
+    fn final_errors_are_not_retried() {
+        let calls = Cell::new(0);
+        let result: Result<()> = quick(5).run(|_| {
+            calls.set(calls.get() + 1);
+            Err(Error::Config("bad".into()))
+        });
+        assert!(result.is_err());
+        assert_eq!(calls.get(), 1);
+        let calls = Cell::new(0);
+        let _ = RetryPolicy::no_retries().run(|_| -> Result<()> {
+            calls.set(calls.get() + 1);
+            Err(throttled())
+        });
+        assert_eq!(calls.get(), 1);
+    }
+}

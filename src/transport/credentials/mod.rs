@@ -1,10 +1,38 @@
 //! AWS credentials and the provider chain the AWS SDKs use.
+//!
+//! [`DefaultChain`] tries, in the SDKs' order, [`EnvironmentProvider`],
+//! [`ProfileProvider`], [`WebIdentityProvider`], [`ContainerProvider`] and
+//! [`ImdsProvider`]; the first that is configured decides. [`CachedProvider`]
+//! keeps its answer and refreshes temporary credentials before they expire.
+//! `AwsConfig::builder().build()` uses both when no credentials are given.
+//!
+//! No secret (secret key, session token, web identity token, container
+//! authorization token) ever appears in an error, a log line or `Debug`
+//! output.
+
+mod cache;
+mod chain;
+mod container;
+mod document;
+mod environment;
+mod fetch;
+mod imds;
+mod profile;
+mod web_identity;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+pub use cache::CachedProvider;
+pub use chain::DefaultChain;
+pub use container::ContainerProvider;
+pub use environment::EnvironmentProvider;
+pub use imds::ImdsProvider;
+pub use profile::ProfileProvider;
+pub use web_identity::WebIdentityProvider;
 
 /// An access key pair, with a session token and expiry for temporary ones.
 ///
@@ -84,12 +112,48 @@ impl ProvideCredentials for Credentials {
     }
 }
 
-/// The SDKs' default chain for `env`, cached. (Being written.)
+/// The SDKs' default chain for `env`, cached: what `AwsConfig` uses when no
+/// credentials are given explicitly.
 pub(crate) fn default_chain(
     env: &crate::transport::Environment,
-    _region: &str,
-    _http: &crate::transport::HttpOptions,
+    region: &str,
+    http: &crate::transport::HttpOptions,
 ) -> SharedCredentialsProvider {
-    let _ = env;
-    Arc::new(Credentials::new("unset", "unset", None, None))
+    Arc::new(CachedProvider::new(DefaultChain::new(env, region, http)))
+}
+
+/// What one provider of the chain found.
+pub(crate) enum Lookup {
+    /// Credentials.
+    Found(Credentials),
+    /// The provider's settings are absent, so the chain moves on; the text
+    /// says what was missing (never a value).
+    NotConfigured(String),
+}
+
+/// A provider that can tell "not configured" (the chain tries the next one)
+/// from "configured but failed" (the chain stops with its error).
+pub(crate) trait ChainLink: Send + Sync + fmt::Debug {
+    /// The provider's name in messages, e.g. `web identity`.
+    fn name(&self) -> &'static str;
+
+    /// Credentials, "not configured", or the failure of a configured
+    /// provider (already prefixed with its name).
+    fn lookup(&self) -> Result<Lookup>;
+}
+
+/// `ProvideCredentials` for a single link: "not configured" is an error.
+fn provide_from_link(link: &dyn ChainLink) -> Result<Credentials> {
+    match link.lookup()? {
+        Lookup::Found(credentials) => Ok(credentials),
+        Lookup::NotConfigured(why) => Err(Error::Credentials(format!(
+            "{}: no credentials ({why})",
+            link.name()
+        ))),
+    }
+}
+
+/// An `Error::Credentials` prefixed with the provider's name.
+fn provider_error(provider: &str, message: impl fmt::Display) -> Error {
+    Error::Credentials(format!("{provider}: {message}"))
 }

@@ -1,0 +1,264 @@
+//! The coordinator thread: discovers shards (paginated ListShards) and
+//! leases, creates missing leases, decides which shards are ready (parents
+//! finished), and balances: takes free or dead leases up to an even share,
+//! otherwise asks the most loaded consumer to hand one over.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::fetcher::{self, StartFrom};
+use super::shard::OwnedShard;
+use super::Context;
+use crate::checkpoint::{Checkpoint, Lease};
+use crate::error::{ErrorCode, Result};
+use crate::kinesis::{IteratorPosition, Shard};
+
+/// What this consumer has seen of other consumers' leases, on its own
+/// monotonic clock: a lease whose counter has not moved for
+/// session_timeout is dead, whatever the wall clocks say.
+#[derive(Default)]
+pub(crate) struct Observations {
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl Observations {
+    fn observe(&mut self, lease: &Lease, now: Instant) {
+        let entry = self
+            .seen
+            .entry(lease.shard_id.clone())
+            .or_insert((lease.counter, now));
+        if entry.0 != lease.counter {
+            *entry = (lease.counter, now);
+        }
+    }
+
+    fn is_expired(&self, lease: &Lease, context: &Context) -> bool {
+        match self.seen.get(&lease.shard_id) {
+            Some((counter, since)) => {
+                *counter == lease.counter && since.elapsed() >= context.settings.session_timeout
+            }
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn run(context: Arc<Context>) {
+    let mut observations = Observations::default();
+    loop {
+        if let Err(error) = cycle(&context, &mut observations) {
+            context
+                .counters
+                .discovery_failures
+                .fetch_add(1, Ordering::Relaxed);
+            let fatal = matches!(error.code(), Some(ErrorCode::ResourceNotFound))
+                || error
+                    .code()
+                    .is_some_and(|c| c.is_access_or_kms_configuration());
+            if fatal {
+                log::error!("discovery on {}: {error}", context.stream);
+                context.deliver_error(error);
+            } else {
+                log::warn!(
+                    "discovery on {} failed, will retry: {error}",
+                    context.stream
+                );
+            }
+        }
+        if !context.wait_for_next_cycle() {
+            return;
+        }
+    }
+}
+
+/// One discovery and balancing pass.
+pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> Result<()> {
+    let shards = context.kinesis.list_shards(&context.stream, None)?;
+    let mut leases = context.checkpointer.leases(&context.scope)?;
+    let known: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+    let missing: Vec<&Shard> = shards
+        .iter()
+        .filter(|s| !known.contains(s.shard_id.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        for shard in &missing {
+            let parents: Vec<String> = shard.parents().map(str::to_owned).collect();
+            context
+                .checkpointer
+                .create_lease(&context.scope, &shard.shard_id, &parents)?;
+        }
+        log::info!(
+            "{}: found {} new shard(s): {}",
+            context.stream,
+            missing.len(),
+            missing
+                .iter()
+                .map(|s| s.shard_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        leases = context.checkpointer.leases(&context.scope)?;
+    }
+    let now = Instant::now();
+    for lease in &leases {
+        observations.observe(lease, now);
+    }
+
+    let ready = ready_leases(&shards, &leases);
+    let me = context.owner.as_str();
+    let owned = context.owned_shards();
+    let owned_ids: HashSet<&str> = owned.iter().map(|s| &*s.shard_id).collect();
+
+    // Leases handed to us, or ours from the table's point of view.
+    for lease in ready
+        .iter()
+        .filter(|l| l.is_owned_by(me) && !owned_ids.contains(l.shard_id.as_str()))
+    {
+        start(context, (*lease).clone(), &shards);
+        context
+            .counters
+            .handoffs_received
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    // Hand-over requests seen in the table reach the keeper at once.
+    for lease in leases
+        .iter()
+        .filter(|l| l.is_owned_by(me) && l.handoff_to.is_some())
+    {
+        if let Some(shard) = owned.iter().find(|s| *s.shard_id == *lease.shard_id) {
+            shard.note_handover_request(context, lease.handoff_to.as_deref().unwrap_or_default());
+        }
+    }
+
+    let live_owners: HashSet<&str> = leases
+        .iter()
+        .filter(|l| !l.is_finished() && !observations.is_expired(l, context))
+        .filter_map(|l| l.owner.as_deref())
+        .chain(std::iter::once(me))
+        .collect();
+    let target = ready
+        .len()
+        .div_ceil(live_owners.len())
+        .min(context.options.max_shard_consumers.unwrap_or(usize::MAX));
+    let mut mine = context.owned_shards().len();
+    if mine >= target {
+        return Ok(());
+    }
+
+    // Free leases first, then dead ones.
+    let mut candidates: Vec<&&Lease> = ready.iter().filter(|l| l.owner.is_none()).collect();
+    candidates.extend(ready.iter().filter(|l| {
+        l.owner.is_some() && !l.is_owned_by(me) && observations.is_expired(l, context)
+    }));
+    for lease in candidates {
+        if mine >= target {
+            return Ok(());
+        }
+        if let Some(taken) =
+            context
+                .checkpointer
+                .take(&context.scope, &lease.shard_id, me, lease.counter)?
+        {
+            match &lease.owner {
+                Some(previous) => log::info!(
+                    "lease taken: shard {} from expired {previous}",
+                    lease.shard_id
+                ),
+                None => log::info!("lease taken: shard {}", lease.shard_id),
+            }
+            context.counters.lease_gains.fetch_add(1, Ordering::Relaxed);
+            start(context, taken, &shards);
+            mine += 1;
+        }
+    }
+    if mine >= target {
+        return Ok(());
+    }
+
+    // Still short: ask the most loaded live consumer for one lease.
+    let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+    for lease in &ready {
+        if let Some(owner) = lease.owner.as_deref() {
+            if owner != me && live_owners.contains(owner) {
+                load.entry(owner).or_default().push(lease);
+            }
+        }
+    }
+    let busiest = load
+        .into_iter()
+        .max_by(|a, b| a.1.len().cmp(&b.1.len()).then(b.0.cmp(a.0)));
+    if let Some((owner, their_leases)) = busiest {
+        if their_leases.len() > mine + 1 {
+            if let Some(lease) = their_leases.iter().find(|l| l.handoff_to.is_none()) {
+                if context
+                    .checkpointer
+                    .request_handoff(&context.scope, lease, me)?
+                {
+                    log::info!("asked {owner} to hand over shard {}", lease.shard_id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Leases whose shard can be processed now: not finished, and every parent
+/// finished or gone from the stream (past retention).
+fn ready_leases<'a>(shards: &[Shard], leases: &'a [Lease]) -> Vec<&'a Lease> {
+    let in_stream: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+    let parents_of: HashMap<&str, Vec<&str>> = shards
+        .iter()
+        .map(|s| (s.shard_id.as_str(), s.parents().collect()))
+        .collect();
+    leases
+        .iter()
+        .filter(|lease| in_stream.contains(lease.shard_id.as_str()) && !lease.is_finished())
+        .filter(|lease| {
+            let parents: Vec<&str> = match parents_of.get(lease.shard_id.as_str()) {
+                Some(parents) => parents.clone(),
+                None => lease.parents.iter().map(String::as_str).collect(),
+            };
+            parents.iter().all(|parent| {
+                !in_stream.contains(parent) || by_shard.get(parent).is_some_and(|l| l.is_finished())
+            })
+        })
+        .collect()
+}
+
+/// Starts a tenure for a lease this consumer now holds.
+fn start(context: &Arc<Context>, lease: Lease, shards: &[Shard]) {
+    let start_from = match &lease.checkpoint {
+        Some(Checkpoint::At(position)) => StartFrom::After(position.clone()),
+        Some(Checkpoint::ShardEnd) => return,
+        None => {
+            let is_child = shards
+                .iter()
+                .find(|s| s.shard_id == lease.shard_id)
+                .is_some_and(|s| s.parents().any(|p| shards.iter().any(|s| s.shard_id == p)));
+            // Children must not skip what was written before their parents ended.
+            StartFrom::Initial(if is_child {
+                IteratorPosition::TrimHorizon
+            } else {
+                context.options.initial_position.clone()
+            })
+        }
+    };
+    let shard = Arc::new(OwnedShard::new(lease, Instant::now()));
+    match fetcher::spawn(context.clone(), shard.clone(), start_from) {
+        Ok(handle) => {
+            *shard.fetcher.lock() = Some(handle);
+            context.add_owned_shard(shard);
+        }
+        Err(error) => {
+            log::error!(
+                "cannot start a fetch thread for {}: {error}",
+                shard.shard_id
+            );
+            context.deliver_error(crate::Error::Config(format!(
+                "cannot start a thread: {error}"
+            )));
+        }
+    }
+}

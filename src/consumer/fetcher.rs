@@ -1,0 +1,257 @@
+//! The fetch thread of one owned shard: GetRecords at a polite pace,
+//! de-aggregation, and delivery into the bounded channel (blocking when it is
+//! full, so nothing is ever dropped).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::record::Record;
+use super::shard::{OwnedShard, TenureState};
+use super::{Context, Item};
+use crate::checkpoint::Position;
+use crate::error::{Error, ErrorCode};
+use crate::kinesis::aggregation::deaggregate;
+use crate::kinesis::{self, IteratorPosition};
+use crate::transport::RetryPolicy;
+
+/// Kinesis allows 5 GetRecords calls per second per shard.
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Backoff of one shard after throttling or transient errors.
+const SHARD_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(10),
+};
+
+/// Where a tenure starts reading.
+pub(crate) enum StartFrom {
+    /// After this checkpointed position.
+    After(Position),
+    /// At the configured initial position (no checkpoint yet).
+    Initial(IteratorPosition),
+}
+
+pub(crate) fn spawn(
+    context: Arc<Context>,
+    shard: Arc<OwnedShard>,
+    start: StartFrom,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("kcheck-fetch-{}", shard.shard_id))
+        .spawn(move || Fetcher::new(&context, &shard, start).run())
+}
+
+struct Fetcher<'a> {
+    context: &'a Context,
+    shard: &'a Arc<OwnedShard>,
+    start: StartFrom,
+    /// The last Kinesis record fetched (whole aggregates are delivered).
+    last_fetched: Option<String>,
+    iterator: Option<String>,
+    failures: u32,
+}
+
+impl<'a> Fetcher<'a> {
+    fn new(context: &'a Context, shard: &'a Arc<OwnedShard>, start: StartFrom) -> Self {
+        Fetcher {
+            context,
+            shard,
+            start,
+            last_fetched: None,
+            iterator: None,
+            failures: 0,
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.shard.is_active() && !self.context.is_closing()
+    }
+
+    fn run(mut self) {
+        let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
+        while self.running() {
+            let iterator = match self.iterator.take() {
+                Some(iterator) => iterator,
+                None => match self.new_iterator() {
+                    Ok(iterator) => iterator,
+                    Err(error) => {
+                        self.on_error(error);
+                        continue;
+                    }
+                },
+            };
+            let wait = MIN_CALL_INTERVAL.saturating_sub(last_call.elapsed());
+            if !self.context.sleep(wait) {
+                return;
+            }
+            last_call = Instant::now();
+            let response = self.context.kinesis.get_records_with(
+                &iterator,
+                self.context.options.record_limit,
+                &RetryPolicy::no_retries(),
+            );
+            match response {
+                Ok(page) => {
+                    self.failures = 0;
+                    let caught_up =
+                        page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+                    if let Some(behind) = page.millis_behind_latest {
+                        self.shard
+                            .counters
+                            .millis_behind_latest
+                            .store(behind, Ordering::Relaxed);
+                    }
+                    if !self.deliver_page(page.records) {
+                        return;
+                    }
+                    match page.next_shard_iterator {
+                        Some(next) => self.iterator = Some(next),
+                        None => {
+                            log::info!("shard {} reached its end", self.shard.shard_id);
+                            self.context
+                                .deliver(Item::ShardEnd(self.shard.clone()), self.shard);
+                            return;
+                        }
+                    }
+                    if caught_up && !self.context.sleep(self.context.options.idle_poll_interval) {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    // Keep the iterator for a retry unless it expired.
+                    if error.code() != Some(&ErrorCode::ExpiredIterator) {
+                        self.iterator = Some(iterator);
+                    }
+                    self.on_error(error);
+                }
+            }
+        }
+    }
+
+    fn new_iterator(&self) -> crate::Result<String> {
+        let position = match (&self.last_fetched, &self.start) {
+            (Some(sequence), _) => IteratorPosition::AfterSequenceNumber(sequence.clone()),
+            (None, StartFrom::After(position)) => {
+                IteratorPosition::AtSequenceNumber(position.sequence_number.clone())
+            }
+            (None, StartFrom::Initial(position)) => position.clone(),
+        };
+        self.context.kinesis.get_shard_iterator(
+            &self.context.stream,
+            &self.shard.shard_id,
+            &position,
+        )
+    }
+
+    /// Splits aggregates, skips what the checkpoint covers, and delivers.
+    fn deliver_page(&mut self, records: Vec<kinesis::Record>) -> bool {
+        let skip_through = match &self.start {
+            StartFrom::After(position) if self.last_fetched.is_none() => Some(position.clone()),
+            _ => None,
+        };
+        let counters = &self.shard.counters;
+        for record in records {
+            self.last_fetched = Some(record.sequence_number.clone());
+            counters
+                .bytes
+                .fetch_add(record.data.len() as u64, Ordering::Relaxed);
+            for user in self.user_records(record) {
+                if skip_through
+                    .as_ref()
+                    .is_some_and(|done| user.position() <= *done)
+                {
+                    continue;
+                }
+                counters.records.fetch_add(1, Ordering::Relaxed);
+                if !self.context.deliver(Item::Record(user), self.shard) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn user_records(&self, record: kinesis::Record) -> Vec<Record> {
+        let shard_id = self.shard.shard_id.clone();
+        let tenure = self.shard.clone();
+        match deaggregate(&record.data) {
+            Some(users) => users
+                .into_iter()
+                .map(|user| Record {
+                    data: user.data,
+                    partition_key: user.partition_key,
+                    sequence_number: record.sequence_number.clone(),
+                    sub_sequence_number: user.sub_sequence_number,
+                    shard_id: shard_id.clone(),
+                    approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+                    explicit_hash_key: user.explicit_hash_key,
+                    tenure: tenure.clone(),
+                })
+                .collect(),
+            None => vec![Record {
+                data: record.data,
+                partition_key: record.partition_key,
+                sequence_number: record.sequence_number,
+                sub_sequence_number: 0,
+                shard_id,
+                approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+                explicit_hash_key: record.explicit_hash_key,
+                tenure,
+            }],
+        }
+    }
+
+    /// Expired iterators are renewed; throttling and transient failures back
+    /// off this shard only; configuration problems go to the caller.
+    fn on_error(&mut self, error: Error) {
+        let counters = &self.shard.counters;
+        let shard = &self.shard.shard_id;
+        if error.code() == Some(&ErrorCode::ExpiredIterator) {
+            log::info!("shard {shard}: iterator expired; resuming after the last fetched record");
+            self.iterator = None;
+            return;
+        }
+        if is_configuration_error(&error) {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            log::error!("shard {shard}: {error}; stopping the shard");
+            self.context.deliver_error(error);
+            // Hand the lease back so the failure is retried by discovery, not here.
+            if self
+                .shard
+                .transition(TenureState::Active, TenureState::HandingOver)
+            {
+                self.shard.progress.lock().handover = None;
+            }
+            return;
+        }
+        if error.is_throttling() {
+            counters.throttles.fetch_add(1, Ordering::Relaxed);
+            log::debug!("shard {shard}: throttled: {error}");
+        } else {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!("shard {shard}: {error}; retrying");
+        }
+        let sleep = SHARD_BACKOFF.backoff(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.context.sleep(sleep);
+    }
+}
+
+/// Errors that retrying cannot fix: the caller must hear of them.
+fn is_configuration_error(error: &Error) -> bool {
+    match error.code() {
+        Some(code) => {
+            code.is_access_or_kms_configuration()
+                || matches!(
+                    code,
+                    ErrorCode::ResourceNotFound
+                        | ErrorCode::InvalidArgument
+                        | ErrorCode::Validation
+                )
+        }
+        None => matches!(error, Error::Credentials(_) | Error::Config(_)),
+    }
+}

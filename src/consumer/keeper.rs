@@ -1,0 +1,183 @@
+//! The lease keeper (heartbeat) thread: renews every owned lease, writes
+//! coalesced automatic checkpoints, finishes shards at their end, hands
+//! leases over when asked, fences itself when it cannot renew, and releases
+//! everything at close. It never touches the caller's thread or the fetchers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shard::{OwnedShard, TenureState};
+use super::Context;
+use crate::checkpoint::Checkpoint;
+
+/// How often the keeper looks at its leases; writes happen far less often.
+const TICK: Duration = Duration::from_millis(100);
+
+pub(crate) fn run(context: Arc<Context>) {
+    while context.sleep(TICK) {
+        for shard in context.owned_shards() {
+            keep(&context, &shard);
+        }
+        context.forget_ended_shards();
+    }
+    for shard in context.owned_shards() {
+        release_at_close(&context, &shard);
+    }
+}
+
+fn keep(context: &Context, shard: &Arc<OwnedShard>) {
+    let settings = &context.settings;
+    let auto = settings.auto_checkpoint;
+    let state = shard.state();
+    if !matches!(state, TenureState::Active | TenureState::HandingOver) {
+        return;
+    }
+    let (silent_for, since_checkpoint, handover, end_reached, delivered, processed, checkpointed) = {
+        let progress = shard.progress.lock();
+        (
+            progress.last_write_sent.elapsed(),
+            progress.last_checkpoint_written.elapsed(),
+            progress.handover.clone(),
+            progress.end_reached,
+            progress.delivered.clone(),
+            if auto {
+                progress.processed.clone()
+            } else {
+                progress.delivered.clone()
+            },
+            progress.checkpointed.clone(),
+        )
+    };
+    // Others judge the lease dead after session_timeout without a change;
+    // stop before they can take it.
+    if silent_for >= settings.session_timeout {
+        shard.mark_lost(context, "it could not be renewed within session_timeout");
+        return;
+    }
+    // In manual mode only the caller's checkpoints count as processed.
+    let caller_done = if auto {
+        processed == delivered
+    } else {
+        match (&delivered, &checkpointed) {
+            (None, _) => true,
+            (Some(d), Some(c)) => c.covers(d),
+            (Some(_), None) => false,
+        }
+    };
+    if state == TenureState::HandingOver {
+        let waited = handover
+            .as_ref()
+            .map_or(Duration::MAX, |(_, since)| since.elapsed());
+        if caller_done || waited >= settings.session_timeout / 2 {
+            let to = handover.map(|(asker, _)| asker);
+            let checkpoint = if auto {
+                processed.map(Checkpoint::At)
+            } else {
+                None
+            };
+            release(context, shard, checkpoint, to.as_deref());
+        }
+        return;
+    }
+    if end_reached && caller_done {
+        release(context, shard, Some(Checkpoint::ShardEnd), None);
+        context.wake_coordinator();
+        return;
+    }
+    let result = match processed {
+        Some(position)
+            if auto
+                && since_checkpoint >= context.options.checkpoint_interval
+                && checkpointed.as_ref() != Some(&Checkpoint::At(position.clone())) =>
+        {
+            shard.write_checkpoint(context, Checkpoint::At(position))
+        }
+        _ if silent_for >= settings.heartbeat_frequency => shard.write(context, |lease| {
+            context.checkpointer.renew(&context.scope, lease).map(Some)
+        }),
+        _ => Ok(()),
+    };
+    if let Err(error) = result {
+        if shard.state() != TenureState::Lost {
+            context
+                .counters
+                .heartbeat_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "shard {}: lease write failed, will retry: {error}",
+                shard.shard_id
+            );
+        }
+    }
+}
+
+/// Releases the lease (to `to`, or to nobody) recording `checkpoint` when it
+/// moves forward. One conditional write.
+fn release(
+    context: &Context,
+    shard: &OwnedShard,
+    checkpoint: Option<Checkpoint>,
+    to: Option<&str>,
+) {
+    let checkpoint = checkpoint.filter(|next| {
+        let progress = shard.progress.lock();
+        match &progress.checkpointed {
+            Some(current) => current != next && current.allows(next),
+            None => true,
+        }
+    });
+    let result = shard.write(context, |lease| {
+        context
+            .checkpointer
+            .release(&context.scope, lease, checkpoint.as_ref(), to)
+            .map(|()| None)
+    });
+    match result {
+        Ok(()) => {
+            if let Some(checkpoint) = checkpoint {
+                shard.progress.lock().checkpointed = Some(checkpoint);
+                context
+                    .counters
+                    .checkpoint_writes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            shard.set_state(TenureState::Released);
+            match to {
+                Some(asker) => {
+                    context
+                        .counters
+                        .handoffs_given
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::info!("lease handed over: shard {} to {asker}", shard.shard_id);
+                }
+                None => log::info!("lease released: shard {}", shard.shard_id),
+            }
+        }
+        Err(error) => log::warn!("shard {}: release failed: {error}", shard.shard_id),
+    }
+}
+
+/// At close: the processed position (automatic mode) and the lease go back
+/// to the table, so another consumer resumes right after it.
+fn release_at_close(context: &Context, shard: &OwnedShard) {
+    if !matches!(
+        shard.state(),
+        TenureState::Active | TenureState::HandingOver
+    ) {
+        return;
+    }
+    let auto = context.settings.auto_checkpoint;
+    let checkpoint = {
+        let progress = shard.progress.lock();
+        let all_processed = progress.processed == progress.delivered;
+        if auto && progress.end_reached && all_processed {
+            Some(Checkpoint::ShardEnd)
+        } else if auto {
+            progress.processed.clone().map(Checkpoint::At)
+        } else {
+            None
+        }
+    };
+    release(context, shard, checkpoint, None);
+}

@@ -1,0 +1,650 @@
+//! The consumer: one fetch thread per owned shard, a bounded channel to the
+//! caller, a coordinator thread for discovery and balancing, and a lease
+//! keeper thread for heartbeats and checkpoints.
+//!
+//! Records are read blocking: `for record in &consumer`, [`Consumer::next_timeout`]
+//! or [`Consumer::next_batch`]. In automatic mode, asking for the next record
+//! acknowledges the previous one; the last record returned before close is
+//! not counted as processed.
+
+mod coordinator;
+mod fetcher;
+mod keeper;
+mod record;
+mod shard;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+pub use record::Record;
+pub use stats::{ConsumerStats, ShardStats};
+
+use crate::checkpoint::{
+    new_owner_id, Checkpoint, Checkpointer, LeaseScope, LeaseSettings, MemoryCheckpointer, Position,
+};
+use crate::error::{Error, Result};
+use crate::kinesis::{IteratorPosition, KinesisClient, StreamRef};
+use crate::transport::AwsConfig;
+use shard::{OwnedShard, TenureState};
+
+/// Where shards without a checkpoint start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitialPosition {
+    /// The oldest retained record (the default).
+    TrimHorizon,
+    /// Only records written after the consumer started.
+    Latest,
+    /// Records that arrived at or after this time.
+    AtTimestamp(SystemTime),
+}
+
+/// Consumer options; see [`ConsumerBuilder`] for each one's meaning.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerOptions {
+    pub initial_position: IteratorPosition,
+    pub record_limit: u32,
+    pub max_queue_size: usize,
+    pub max_shard_consumers: Option<usize>,
+    pub idle_timeout: Option<Duration>,
+    pub checkpoint_interval: Duration,
+    pub discovery_interval: Duration,
+    pub idle_poll_interval: Duration,
+}
+
+/// What travels from the threads to the caller.
+pub(crate) enum Item {
+    Record(Record),
+    /// Every record of the shard has been sent before this.
+    ShardEnd(Arc<OwnedShard>),
+    /// A problem the caller must hear of.
+    Error(Error),
+}
+
+/// Consumer-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct ConsumerCounters {
+    pub lease_gains: AtomicU64,
+    pub lease_losses: AtomicU64,
+    pub handoffs_given: AtomicU64,
+    pub handoffs_received: AtomicU64,
+    pub checkpoint_writes: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    pub heartbeat_failures: AtomicU64,
+    pub discovery_failures: AtomicU64,
+}
+
+/// State shared by the consumer's threads.
+pub(crate) struct Context {
+    pub owner: String,
+    pub stream: StreamRef,
+    pub scope: LeaseScope,
+    pub checkpointer: Arc<dyn Checkpointer>,
+    pub settings: LeaseSettings,
+    pub options: ConsumerOptions,
+    pub kinesis: KinesisClient,
+    pub counters: ConsumerCounters,
+    closing: AtomicBool,
+    sender: Sender<Item>,
+    /// Disconnected at close: wakes every sleeping thread at once.
+    shutdown: Receiver<()>,
+    wake: (Sender<()>, Receiver<()>),
+    shards: Mutex<HashMap<Arc<str>, Arc<OwnedShard>>>,
+}
+
+impl Context {
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Sleeps `duration` unless the consumer closes first; false once closing.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        match self.shutdown.recv_timeout(duration) {
+            Err(RecvTimeoutError::Timeout) => !self.is_closing(),
+            _ => false,
+        }
+    }
+
+    /// Waits for the next discovery cycle (or an early wake-up).
+    fn wait_for_next_cycle(&self) -> bool {
+        crossbeam_channel::select! {
+            recv(self.shutdown) -> _ => false,
+            recv(self.wake.1) -> _ => !self.is_closing(),
+            default(self.options.discovery_interval) => !self.is_closing(),
+        }
+    }
+
+    /// Runs discovery soon (a shard finished; its children may start).
+    pub fn wake_coordinator(&self) {
+        let _ = self.wake.0.try_send(());
+    }
+
+    /// Sends an item, blocking while the channel is full; gives up (false)
+    /// when `shard` stops delivering or the consumer closes.
+    pub fn deliver(&self, item: Item, shard: &OwnedShard) -> bool {
+        let mut item = item;
+        loop {
+            if !shard.is_active() || self.is_closing() {
+                return false;
+            }
+            match self.sender.send_timeout(item, Duration::from_millis(100)) {
+                Ok(()) => return true,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => item = back,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
+    /// Reports an error to the caller without blocking a full channel forever.
+    pub fn deliver_error(&self, error: Error) {
+        let mut item = Item::Error(error);
+        while !self.is_closing() {
+            match self.sender.send_timeout(item, Duration::from_millis(100)) {
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => item = back,
+                _ => return,
+            }
+        }
+    }
+
+    pub fn owned_shards(&self) -> Vec<Arc<OwnedShard>> {
+        self.shards
+            .lock()
+            .values()
+            .filter(|s| matches!(s.state(), TenureState::Active | TenureState::HandingOver))
+            .cloned()
+            .collect()
+    }
+
+    pub fn add_owned_shard(&self, shard: Arc<OwnedShard>) {
+        self.shards.lock().insert(shard.shard_id.clone(), shard);
+    }
+
+    /// Drops ended tenures and joins their fetch threads.
+    pub fn forget_ended_shards(&self) {
+        let ended: Vec<Arc<OwnedShard>> = {
+            let mut shards = self.shards.lock();
+            let ended: Vec<Arc<str>> = shards
+                .iter()
+                .filter(|(_, s)| matches!(s.state(), TenureState::Lost | TenureState::Released))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ended.iter().filter_map(|id| shards.remove(id)).collect()
+        };
+        for shard in ended {
+            join_fetcher(&shard);
+        }
+    }
+}
+
+fn join_fetcher(shard: &OwnedShard) {
+    if let Some(handle) = shard.fetcher.lock().take() {
+        let _ = handle.join();
+    }
+}
+
+/// Builds a [`Consumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerBuilder {
+    stream: String,
+    checkpointer: Option<Arc<dyn Checkpointer>>,
+    options: ConsumerOptions,
+    endpoint_url: Option<String>,
+    region_name: Option<String>,
+    aws_config: Option<AwsConfig>,
+}
+
+impl ConsumerBuilder {
+    /// The lease and checkpoint store [default: a new [`MemoryCheckpointer`]].
+    pub fn checkpointer(mut self, checkpointer: impl Checkpointer + 'static) -> Self {
+        self.checkpointer = Some(Arc::new(checkpointer));
+        self
+    }
+
+    /// A shared checkpointer.
+    pub fn shared_checkpointer(mut self, checkpointer: Arc<dyn Checkpointer>) -> Self {
+        self.checkpointer = Some(checkpointer);
+        self
+    }
+
+    /// Where shards without a checkpoint start [TrimHorizon].
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.options.initial_position = match position {
+            InitialPosition::TrimHorizon => IteratorPosition::TrimHorizon,
+            InitialPosition::Latest => IteratorPosition::Latest,
+            InitialPosition::AtTimestamp(time) => IteratorPosition::AtTimestamp(time),
+        };
+        self
+    }
+
+    /// Records per GetRecords call, 1 to 10 000 [10 000].
+    pub fn record_limit(mut self, limit: u32) -> Self {
+        self.options.record_limit = limit;
+        self
+    }
+
+    /// Records buffered between the fetch threads and the caller [10 000].
+    pub fn max_queue_size(mut self, size: usize) -> Self {
+        self.options.max_queue_size = size;
+        self
+    }
+
+    /// The most shards this consumer holds at once [all].
+    pub fn max_shard_consumers(mut self, max: usize) -> Self {
+        self.options.max_shard_consumers = Some(max);
+        self
+    }
+
+    /// Iteration ends after this long without a record [never].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.options.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Automatic checkpoints are written at most this often per shard [5 s].
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.options.checkpoint_interval = interval;
+        self
+    }
+
+    /// How often shards and leases are discovered and balanced [5 s].
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.options.discovery_interval = interval;
+        self
+    }
+
+    /// The pause between GetRecords calls of a caught-up shard [1 s].
+    pub fn idle_poll_interval(mut self, interval: Duration) -> Self {
+        self.options.idle_poll_interval = interval;
+        self
+    }
+
+    /// The Kinesis endpoint (otherwise resolved as the AWS SDKs do).
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// The region (otherwise resolved as the AWS SDKs do).
+    pub fn region_name(mut self, region: impl Into<String>) -> Self {
+        self.region_name = Some(region.into());
+        self
+    }
+
+    /// Region, credentials and HTTP settings; `endpoint_url` and
+    /// `region_name` still apply on top.
+    pub fn aws_config(mut self, config: AwsConfig) -> Self {
+        self.aws_config = Some(config);
+        self
+    }
+
+    /// Checks the options, prepares the checkpointer (creating its table if
+    /// configured), checks that the stream exists, and starts the threads.
+    pub fn build(self) -> Result<Consumer> {
+        let options = self.options;
+        if !(1..=crate::kinesis::MAX_GET_RECORDS_LIMIT).contains(&options.record_limit) {
+            return Err(Error::Config(format!(
+                "record_limit must be 1 to 10000, got {}",
+                options.record_limit
+            )));
+        }
+        if options.max_queue_size == 0 {
+            return Err(Error::Config("max_queue_size must be at least 1".into()));
+        }
+        if options.max_shard_consumers == Some(0) {
+            return Err(Error::Config(
+                "max_shard_consumers must be at least 1".into(),
+            ));
+        }
+        if self.stream.trim().is_empty() {
+            return Err(Error::Config("stream_name is empty".into()));
+        }
+        let config = AwsConfig::for_client(
+            self.aws_config,
+            self.region_name.as_deref(),
+            self.endpoint_url.as_deref(),
+        )?;
+        let kinesis = KinesisClient::new(&config)?;
+        let checkpointer = self
+            .checkpointer
+            .unwrap_or_else(|| Arc::new(MemoryCheckpointer::new()));
+        checkpointer.prepare()?;
+        let stream = StreamRef::from(self.stream.as_str());
+        // Fail fast on a missing stream or missing permissions.
+        kinesis.list_shards_page(&stream, None, None)?;
+
+        let settings = checkpointer.settings();
+        let (sender, receiver) = crossbeam_channel::bounded(options.max_queue_size);
+        let (shutdown_sender, shutdown) = crossbeam_channel::bounded(0);
+        let context = Arc::new(Context {
+            owner: new_owner_id(),
+            scope: LeaseScope {
+                group: checkpointer.group().to_owned(),
+                stream: stream.name().to_owned(),
+            },
+            stream,
+            checkpointer,
+            settings,
+            options,
+            kinesis,
+            counters: ConsumerCounters::default(),
+            closing: AtomicBool::new(false),
+            sender,
+            shutdown,
+            wake: crossbeam_channel::bounded(1),
+            shards: Mutex::new(HashMap::new()),
+        });
+        log::info!("consumer {} starting on {}", context.owner, context.stream);
+        let spawn = |name: &str, body: fn(Arc<Context>)| {
+            let context = context.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || body(context))
+                .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))
+        };
+        let keeper = spawn("kcheck-keeper", keeper::run)?;
+        let coordinator = spawn("kcheck-coordinator", coordinator::run)?;
+        Ok(Consumer {
+            context,
+            receiver,
+            caller: Mutex::new(CallerState::default()),
+            threads: Mutex::new(Some(Threads {
+                shutdown: shutdown_sender,
+                keeper,
+                coordinator,
+            })),
+        })
+    }
+}
+
+struct Threads {
+    shutdown: Sender<()>,
+    keeper: JoinHandle<()>,
+    coordinator: JoinHandle<()>,
+}
+
+/// What the caller has been given, per tenure.
+#[derive(Default)]
+struct CallerState {
+    /// Records returned by the last call, not yet acknowledged.
+    unacknowledged: Vec<(Arc<OwnedShard>, Position)>,
+    /// Tenures that delivered records to the caller, by shard.
+    delivered_from: HashMap<Arc<str>, Arc<OwnedShard>>,
+}
+
+/// A Kinesis consumer. `Send + Sync`: one thread may block in `next` while
+/// others checkpoint, read stats or close.
+pub struct Consumer {
+    context: Arc<Context>,
+    receiver: Receiver<Item>,
+    caller: Mutex<CallerState>,
+    threads: Mutex<Option<Threads>>,
+}
+
+impl Consumer {
+    /// A builder for `stream` (a name or an ARN).
+    pub fn builder(stream: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder {
+            stream: stream.into(),
+            checkpointer: None,
+            options: ConsumerOptions {
+                initial_position: IteratorPosition::TrimHorizon,
+                record_limit: crate::kinesis::MAX_GET_RECORDS_LIMIT,
+                max_queue_size: 10_000,
+                max_shard_consumers: None,
+                idle_timeout: None,
+                checkpoint_interval: Duration::from_secs(5),
+                discovery_interval: Duration::from_secs(5),
+                idle_poll_interval: Duration::from_secs(1),
+            },
+            endpoint_url: None,
+            region_name: None,
+            aws_config: None,
+        }
+    }
+
+    /// This consumer instance's owner id in the lease table.
+    pub fn owner_id(&self) -> &str {
+        &self.context.owner
+    }
+
+    /// The next record, waiting at most `timeout`; `Ok(None)` on timeout or
+    /// once the consumer is closed.
+    pub fn next_timeout(&self, timeout: Duration) -> Result<Option<Record>> {
+        let mut batch = self.next_batch(1, timeout)?;
+        Ok(batch.pop())
+    }
+
+    /// Up to `max` records: waits at most `timeout` for the first, then
+    /// takes what is already buffered. Acknowledges every record returned
+    /// by the previous call (automatic mode).
+    pub fn next_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Record>> {
+        let mut caller = self.caller.lock();
+        self.acknowledge(&mut caller);
+        let deadline = Instant::now() + timeout;
+        let mut records = Vec::new();
+        while records.len() < max.max(1) {
+            let item = if records.is_empty() {
+                match self.receive_until(deadline) {
+                    Some(item) => item,
+                    None => break,
+                }
+            } else {
+                match self.receiver.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            };
+            match item {
+                Item::Record(record) => {
+                    if !record.tenure.is_active() {
+                        continue; // lost or handed over: the next owner delivers it
+                    }
+                    record.tenure.progress.lock().delivered = Some(record.position());
+                    caller
+                        .unacknowledged
+                        .push((record.tenure.clone(), record.position()));
+                    caller
+                        .delivered_from
+                        .insert(record.shard_id.clone(), record.tenure.clone());
+                    records.push(record);
+                }
+                Item::ShardEnd(shard) => {
+                    if shard.is_active() {
+                        shard.progress.lock().end_reached = true;
+                    }
+                }
+                Item::Error(error) if records.is_empty() => return Err(error),
+                Item::Error(error) => {
+                    log::error!("{error}");
+                    self.context.deliver_error(error);
+                    break;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn receive_until(&self, deadline: Instant) -> Option<Item> {
+        if self.context.is_closing() {
+            return None;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        crossbeam_channel::select! {
+            recv(self.receiver) -> item => item.ok(),
+            recv(self.context.shutdown) -> _ => None,
+            default(timeout) => None,
+        }
+    }
+
+    /// Automatic mode: the records returned before are now processed.
+    fn acknowledge(&self, caller: &mut CallerState) {
+        if !self.context.settings.auto_checkpoint {
+            caller.unacknowledged.clear();
+            return;
+        }
+        for (shard, position) in caller.unacknowledged.drain(..) {
+            let mut progress = shard.progress.lock();
+            if progress.processed.as_ref().is_none_or(|p| *p < position) {
+                progress.processed = Some(position);
+            }
+        }
+    }
+
+    /// The next record, blocking until one arrives; `None` once closed or
+    /// after `idle_timeout` without a record.
+    pub fn next_record(&self) -> Option<Result<Record>> {
+        let started = Instant::now();
+        loop {
+            let wait = match self.context.options.idle_timeout {
+                Some(idle) => match idle.checked_sub(started.elapsed()) {
+                    Some(remaining) if !remaining.is_zero() => remaining,
+                    _ => return None,
+                },
+                None => Duration::from_secs(3600),
+            };
+            match self.next_timeout(wait) {
+                Ok(Some(record)) => return Some(Ok(record)),
+                Ok(None) if self.context.is_closing() => return None,
+                Ok(None) => continue,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// Checkpoints, for every shard, the last record returned: everything
+    /// returned so far is processed. Reports shards whose lease was lost
+    /// with [`Error::LeaseLost`] after writing the others.
+    pub fn checkpoint(&self) -> Result<()> {
+        let tenures: Vec<Arc<OwnedShard>> = {
+            let mut caller = self.caller.lock();
+            self.acknowledge(&mut caller);
+            caller.delivered_from.values().cloned().collect()
+        };
+        let mut first_error = None;
+        for shard in tenures {
+            let delivered = shard.progress.lock().delivered.clone();
+            if let Some(position) = delivered {
+                if let Err(error) = self.write_checkpoint(&shard, position) {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Checkpoints up to and including `record`.
+    pub fn checkpoint_record(&self, record: &Record) -> Result<()> {
+        let delivered = record.tenure.progress.lock().delivered.clone();
+        if delivered.as_ref().is_none_or(|d| record.position() > *d) {
+            return Err(Error::Config(format!(
+                "record {} of shard {} was not returned by this consumer",
+                record.position(),
+                record.shard_id
+            )));
+        }
+        self.write_checkpoint(&record.tenure, record.position())
+    }
+
+    fn write_checkpoint(&self, shard: &Arc<OwnedShard>, position: Position) -> Result<()> {
+        match shard.state() {
+            TenureState::Lost => return Err(shard.lost_error()),
+            TenureState::Released => {
+                // Handed over or finished: fine if the stored checkpoint
+                // already covers the position, otherwise the lease is gone.
+                let progress = shard.progress.lock();
+                let covered = progress
+                    .checkpointed
+                    .as_ref()
+                    .is_some_and(|c| c.covers(&position));
+                return if covered {
+                    Ok(())
+                } else {
+                    Err(shard.lost_error())
+                };
+            }
+            TenureState::Active | TenureState::HandingOver => {}
+        }
+        {
+            let mut progress = shard.progress.lock();
+            if progress.processed.as_ref().is_none_or(|p| *p < position) {
+                progress.processed = Some(position.clone());
+            }
+        }
+        shard.write_checkpoint(&self.context, Checkpoint::At(position))
+    }
+
+    /// Figures per shard and for the whole consumer.
+    pub fn stats(&self) -> ConsumerStats {
+        stats::collect(&self.context)
+    }
+
+    /// Stops every thread, writes the final checkpoints (automatic mode),
+    /// releases the leases, and joins. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let Some(threads) = self.threads.lock().take() else {
+            return Ok(());
+        };
+        log::info!("consumer {} closing", self.context.owner);
+        self.context.closing.store(true, Ordering::Release);
+        drop(threads.shutdown);
+        let _ = threads.coordinator.join();
+        // Fetchers stop on `closing`.
+        let shards: Vec<Arc<OwnedShard>> = self.context.shards.lock().values().cloned().collect();
+        for shard in shards {
+            join_fetcher(&shard);
+        }
+        let keeper = threads.keeper.join();
+        while self.receiver.try_recv().is_ok() {}
+        keeper.map_err(|_| Error::Config("the lease keeper thread panicked".into()))
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Iterates records until the consumer closes or `idle_timeout` passes.
+pub struct Records<'a> {
+    consumer: &'a Consumer,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.consumer.next_record()
+    }
+}
+
+impl<'a> IntoIterator for &'a Consumer {
+    type Item = Result<Record>;
+    type IntoIter = Records<'a>;
+
+    fn into_iter(self) -> Records<'a> {
+        Records { consumer: self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn consumer_is_send_and_sync() {
+        assert_send_sync::<Consumer>();
+        assert_send_sync::<Record>();
+    }
+}

@@ -1,0 +1,79 @@
+//! A snapshot of what the consumer is doing, for monitoring.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Context;
+use crate::checkpoint::Checkpoint;
+
+/// Figures of one owned shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardStats {
+    pub shard_id: String,
+    /// This consumer's owner id.
+    pub owner: String,
+    /// `sequence/sub_sequence` of the last record returned to the caller.
+    pub last_delivered: Option<String>,
+    /// The stored checkpoint (`SHARD_END` for a finished shard).
+    pub last_checkpointed: Option<String>,
+    pub millis_behind_latest: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub throttles: u64,
+    pub errors: u64,
+}
+
+/// Figures of the whole consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerStats {
+    pub owner: String,
+    pub stream: String,
+    pub shards: Vec<ShardStats>,
+    pub lease_gains: u64,
+    pub lease_losses: u64,
+    pub handoffs_given: u64,
+    pub handoffs_received: u64,
+    pub checkpoint_writes: u64,
+    pub checkpoint_failures: u64,
+    pub heartbeat_failures: u64,
+    pub discovery_failures: u64,
+}
+
+pub(crate) fn collect(context: &Context) -> ConsumerStats {
+    let mut shards: Vec<ShardStats> = context
+        .owned_shards()
+        .iter()
+        .map(|shard| {
+            let progress = shard.progress.lock();
+            let counters = &shard.counters;
+            ShardStats {
+                shard_id: shard.shard_id.to_string(),
+                owner: context.owner.clone(),
+                last_delivered: progress.delivered.as_ref().map(ToString::to_string),
+                last_checkpointed: progress.checkpointed.as_ref().map(Checkpoint::to_string),
+                millis_behind_latest: counters.millis_behind_latest.load(Ordering::Relaxed),
+                records: counters.records.load(Ordering::Relaxed),
+                bytes: counters.bytes.load(Ordering::Relaxed),
+                throttles: counters.throttles.load(Ordering::Relaxed),
+                errors: counters.errors.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    let c = &context.counters;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    ConsumerStats {
+        owner: context.owner.clone(),
+        stream: context.stream.to_string(),
+        shards,
+        lease_gains: load(&c.lease_gains),
+        lease_losses: load(&c.lease_losses),
+        handoffs_given: load(&c.handoffs_given),
+        handoffs_received: load(&c.handoffs_received),
+        checkpoint_writes: load(&c.checkpoint_writes),
+        checkpoint_failures: load(&c.checkpoint_failures),
+        heartbeat_failures: load(&c.heartbeat_failures),
+        discovery_failures: load(&c.discovery_failures),
+    }
+}
