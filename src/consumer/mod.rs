@@ -608,6 +608,16 @@ impl Consumer {
     }
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("owner", &self.context.owner)
+            .field("stream", &self.context.stream)
+            .field("checkpointer", &self.context.checkpointer)
+            .finish()
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         let _ = self.close();

@@ -4,8 +4,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
+use kcheck::checkpoint::DynamoDbCheckpointerBuilder;
+use kcheck::kinesis::{KinesisClient, PutRecordsEntry, StreamRef};
 use kcheck::transport::{AwsConfig, Credentials, Environment};
+use kcheck::{Consumer, ConsumerBuilder, DynamoDbCheckpointer, Record};
 use kcheck_emulators::Emulators;
 
 /// The emulators shared by every test of this binary (started once).
@@ -44,4 +48,90 @@ pub fn unique_name(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed),
         std::process::id()
     )
+}
+
+/// Short lease timing so failover tests finish in seconds.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+pub const DISCOVERY: Duration = Duration::from_millis(300);
+
+/// Creates a stream with `shards` shards and waits until it is active.
+pub fn create_stream(shards: u32) -> (KinesisClient, StreamRef) {
+    let kinesis = KinesisClient::new(&kinesis_config()).unwrap();
+    let name = unique_name("stream");
+    kinesis.create_stream(&name, shards).unwrap();
+    let stream = StreamRef::from(&name);
+    kinesis
+        .wait_for_stream_active(&stream, Duration::from_secs(10))
+        .unwrap();
+    (kinesis, stream)
+}
+
+/// Writes records `payload-{i}` for every `i` in `range`, keyed so they
+/// spread over the shards; returns the payloads.
+pub fn put_payloads(kinesis: &KinesisClient, stream: &StreamRef, range: std::ops::Range<usize>) -> Vec<String> {
+    let payloads: Vec<String> = range.map(|i| format!("payload-{i}")).collect();
+    let entries: Vec<PutRecordsEntry> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PutRecordsEntry::new(format!("key-{i}-{p}"), p.as_bytes().to_vec()))
+        .collect();
+    kinesis.put_records_all(stream, &entries).unwrap();
+    payloads
+}
+
+/// A consumer builder pointed at the emulator, with fast polling and discovery.
+pub fn consumer_for(stream: &StreamRef) -> ConsumerBuilder {
+    Consumer::builder(stream.as_str())
+        .aws_config(kinesis_config())
+        .discovery_interval(DISCOVERY)
+        .idle_poll_interval(Duration::from_millis(100))
+        .checkpoint_interval(Duration::from_millis(200))
+}
+
+/// A DynamoDB checkpointer builder pointed at the emulator with short leases.
+pub fn dynamodb_checkpointer(name: &str, table: &str) -> DynamoDbCheckpointerBuilder {
+    DynamoDbCheckpointer::builder(name)
+        .table_name(table)
+        .aws_config(dynamodb_config())
+        .session_timeout(SESSION_TIMEOUT)
+        .heartbeat_frequency(HEARTBEAT)
+}
+
+/// Takes records until `count` arrived or `timeout` passed.
+pub fn take(consumer: &Consumer, count: usize, timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while records.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match consumer.next_timeout(left.min(Duration::from_millis(200))) {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) => {}
+            Err(error) => panic!("consumer error: {error}"),
+        }
+    }
+    records
+}
+
+/// Payloads of records, as text.
+pub fn payloads(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.data.clone()).unwrap())
+        .collect()
+}
+
+/// Waits until `condition` holds, for at most `timeout`.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
 }
