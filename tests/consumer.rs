@@ -22,11 +22,25 @@ fn every_record_of_every_shard_is_delivered_once() {
     let records = take(&consumer, 400, WAIT);
     let got = payloads(&records);
     assert_eq!(got.len(), 400);
-    assert_eq!(got.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>());
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        expected.iter().collect::<HashSet<_>>()
+    );
     // Per shard, records arrive in sequence order.
-    for shard in records.iter().map(|r| r.shard_id.clone()).collect::<HashSet<_>>() {
-        let positions: Vec<_> = records.iter().filter(|r| r.shard_id == shard).map(|r| r.position()).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{shard} out of order");
+    for shard in records
+        .iter()
+        .map(|r| r.shard_id.clone())
+        .collect::<HashSet<_>>()
+    {
+        let positions: Vec<_> = records
+            .iter()
+            .filter(|r| r.shard_id == shard)
+            .map(|r| r.position())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "{shard} out of order"
+        );
     }
     let record = &records[0];
     assert!(record.approximate_arrival_timestamp.is_some());
@@ -38,7 +52,10 @@ fn every_record_of_every_shard_is_delivered_once() {
     assert_eq!(stats.lease_gains, 4);
     consumer.close().unwrap();
     consumer.close().unwrap(); // idempotent
-    assert!(consumer.next_timeout(Duration::from_millis(10)).unwrap().is_none());
+    assert!(consumer
+        .next_timeout(Duration::from_millis(10))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -77,10 +94,17 @@ fn automatic_mode_resumes_after_the_last_acknowledged_record() {
         .build()
         .unwrap();
     let rest = payloads(&take(&second, 11, WAIT));
-    assert_eq!(rest.first().map(String::as_str), Some("payload-9"), "the unacknowledged record comes again");
+    assert_eq!(
+        rest.first().map(String::as_str),
+        Some("payload-9"),
+        "the unacknowledged record comes again"
+    );
     assert_eq!(rest.len(), 11);
     assert_eq!(rest.last().map(String::as_str), Some("payload-19"));
-    assert!(take(&second, 1, Duration::from_secs(2)).is_empty(), "nothing before the checkpoint again");
+    assert!(
+        take(&second, 1, Duration::from_secs(2)).is_empty(),
+        "nothing before the checkpoint again"
+    );
 }
 
 #[test]
@@ -90,7 +114,12 @@ fn manual_mode_close_writes_nothing_and_checkpoint_record_is_exact() {
     put_payloads(&kinesis, &stream, 0..10);
     let manual = || {
         consumer_for(&stream)
-            .checkpointer(dynamodb_checkpointer("batch", &table).auto_checkpoint(false).build().unwrap())
+            .checkpointer(
+                dynamodb_checkpointer("batch", &table)
+                    .auto_checkpoint(false)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap()
     };
@@ -113,7 +142,11 @@ fn manual_mode_close_writes_nothing_and_checkpoint_record_is_exact() {
     let consumer = manual();
     assert!(take(&consumer, 1, Duration::from_secs(2)).is_empty());
     let stats = consumer.stats();
-    assert!(stats.shards[0].last_checkpointed.as_deref().unwrap().ends_with("/0"));
+    assert!(stats.shards[0]
+        .last_checkpointed
+        .as_deref()
+        .unwrap()
+        .ends_with("/0"));
 }
 
 #[test]
@@ -134,7 +167,12 @@ fn kpl_aggregates_are_split_and_a_restart_resumes_inside_one() {
         .unwrap();
     let manual = || {
         consumer_for(&stream)
-            .checkpointer(dynamodb_checkpointer("kpl", &table).auto_checkpoint(false).build().unwrap())
+            .checkpointer(
+                dynamodb_checkpointer("kpl", &table)
+                    .auto_checkpoint(false)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap()
     };
@@ -164,7 +202,10 @@ fn checkpoints_never_move_backwards() {
         ..Default::default()
     })
     .unwrap();
-    let consumer = consumer_for(&stream).checkpointer(checkpointer.clone()).build().unwrap();
+    let consumer = consumer_for(&stream)
+        .checkpointer(checkpointer.clone())
+        .build()
+        .unwrap();
     let records = take(&consumer, 5, WAIT);
     consumer.checkpoint_record(&records[4]).unwrap();
     consumer.checkpoint_record(&records[1]).unwrap();
@@ -173,23 +214,40 @@ fn checkpoints_never_move_backwards() {
         stream: stream.name().to_owned(),
     };
     let lease = checkpointer.leases(&scope).unwrap().remove(0);
-    assert_eq!(lease.checkpoint, Some(Checkpoint::At(Position::new(records[4].sequence_number.clone(), 0))));
+    assert_eq!(
+        lease.checkpoint,
+        Some(Checkpoint::At(Position::new(
+            records[4].sequence_number.clone(),
+            0
+        )))
+    );
 }
 
 #[test]
 fn a_missing_stream_and_bad_options_are_clear_errors() {
-    let error = consumer_for(&kcheck::kinesis::StreamRef::from("no-such-stream")).build().unwrap_err();
-    assert!(error.to_string().contains("no-such-stream") || error.code().is_some(), "{error}");
+    let error = consumer_for(&kcheck::kinesis::StreamRef::from("no-such-stream"))
+        .build()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no-such-stream") || error.code().is_some(),
+        "{error}"
+    );
     assert_eq!(error.code(), Some(&kcheck::ErrorCode::ResourceNotFound));
     let (_, stream) = create_stream(1);
     for (builder, needle) in [
         (consumer_for(&stream).record_limit(0), "record_limit"),
         (consumer_for(&stream).record_limit(10_001), "record_limit"),
         (consumer_for(&stream).max_queue_size(0), "max_queue_size"),
-        (consumer_for(&stream).max_shard_consumers(0), "max_shard_consumers"),
+        (
+            consumer_for(&stream).max_shard_consumers(0),
+            "max_shard_consumers",
+        ),
     ] {
         let error = builder.build().unwrap_err();
-        assert!(matches!(error, Error::Config(_)) && error.to_string().contains(needle), "{error}");
+        assert!(
+            matches!(error, Error::Config(_)) && error.to_string().contains(needle),
+            "{error}"
+        );
     }
     let error = Consumer::builder("").build().unwrap_err();
     assert!(error.to_string().contains("stream"), "{error}");
@@ -207,7 +265,12 @@ fn create_table_false_names_the_missing_table() {
     let (_, stream) = create_stream(1);
     let table = unique_name("absent");
     let error = consumer_for(&stream)
-        .checkpointer(dynamodb_checkpointer("app", &table).create_table(false).build().unwrap())
+        .checkpointer(
+            dynamodb_checkpointer("app", &table)
+                .create_table(false)
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap_err();
     assert!(error.to_string().contains(&table), "{error}");
@@ -217,9 +280,16 @@ fn create_table_false_names_the_missing_table() {
 fn a_full_queue_blocks_fetchers_and_loses_nothing() {
     let (kinesis, stream) = create_stream(2);
     let expected = put_payloads(&kinesis, &stream, 0..300);
-    let consumer = consumer_for(&stream).max_queue_size(3).record_limit(50).build().unwrap();
+    let consumer = consumer_for(&stream)
+        .max_queue_size(3)
+        .record_limit(50)
+        .build()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800)); // fetchers fill the queue and wait
     let got = payloads(&take(&consumer, 300, WAIT));
-    assert_eq!(got.iter().collect::<HashSet<_>>(), expected.iter().collect::<HashSet<_>>());
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        expected.iter().collect::<HashSet<_>>()
+    );
     assert_eq!(got.len(), 300);
 }

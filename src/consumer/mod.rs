@@ -445,10 +445,16 @@ impl Consumer {
             };
             match item {
                 Item::Record(record) => {
-                    if !record.tenure.is_active() {
-                        continue; // lost or handed over: the next owner delivers it
+                    {
+                        // Checked under the progress lock, which a hand-over
+                        // also takes, so a released lease never covers less
+                        // than what the caller was given.
+                        let mut progress = record.tenure.progress.lock();
+                        if !record.tenure.is_active() {
+                            continue; // lost or handed over: the next owner delivers it
+                        }
+                        progress.delivered = Some(record.position());
                     }
-                    record.tenure.progress.lock().delivered = Some(record.position());
                     caller
                         .unacknowledged
                         .push((record.tenure.clone(), record.position()));

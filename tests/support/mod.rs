@@ -69,7 +69,11 @@ pub fn create_stream(shards: u32) -> (KinesisClient, StreamRef) {
 
 /// Writes records `payload-{i}` for every `i` in `range`, keyed so they
 /// spread over the shards; returns the payloads.
-pub fn put_payloads(kinesis: &KinesisClient, stream: &StreamRef, range: std::ops::Range<usize>) -> Vec<String> {
+pub fn put_payloads(
+    kinesis: &KinesisClient,
+    stream: &StreamRef,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
     let payloads: Vec<String> = range.map(|i| format!("payload-{i}")).collect();
     let entries: Vec<PutRecordsEntry> = payloads
         .iter()

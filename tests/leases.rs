@@ -1,0 +1,395 @@
+//! Several consumers of one group coordinating through DynamoDB leases:
+//! even split, graceful and hard failover, hand-overs without duplicates,
+//! fencing, and groups and streams sharing a table.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope};
+use kcheck::dynamodb::{item, AttributeValue, UpdateItemRequest};
+use kcheck::kinesis::StreamRef;
+use kcheck::{Consumer, Error, Record};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn group_consumer(stream: &StreamRef, group: &str, table: &str) -> Consumer {
+    consumer_for(stream)
+        .checkpointer(dynamodb_checkpointer(group, table).build().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Runs every consumer on its own thread until `total` records arrived
+/// between them (or the time is up); returns what each one received.
+fn drain(consumers: &[&Consumer], total: usize, timeout: Duration) -> Vec<Vec<Record>> {
+    let received = AtomicUsize::new(0);
+    let deadline = Instant::now() + timeout;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = consumers
+            .iter()
+            .map(|consumer| {
+                let received = &received;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while received.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+                        if let Some(record) =
+                            consumer.next_timeout(Duration::from_millis(100)).unwrap()
+                        {
+                            received.fetch_add(1, Ordering::SeqCst);
+                            mine.push(record);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn shard_counts(consumers: &[&Consumer]) -> Vec<usize> {
+    let mut counts: Vec<usize> = consumers.iter().map(|c| c.stats().shards.len()).collect();
+    counts.sort_unstable();
+    counts
+}
+
+fn all_payloads(per_consumer: &[Vec<Record>]) -> Vec<String> {
+    per_consumer
+        .iter()
+        .flat_map(|records| payloads(records))
+        .collect()
+}
+
+fn assert_exactly_once(got: &[String], expected: &[String]) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for payload in got {
+        *counts.entry(payload.as_str()).or_default() += 1;
+    }
+    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|p| !counts.contains_key(p.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never delivered: {} e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+}
+
+fn wait_for_split(consumers: &[&Consumer], expected: &[usize]) {
+    // Keep the consumers reading so hand-overs can complete.
+    let ok = wait_until(WAIT, || {
+        for consumer in consumers {
+            while consumer
+                .next_timeout(Duration::from_millis(1))
+                .unwrap()
+                .is_some()
+            {}
+        }
+        shard_counts(consumers) == expected
+    });
+    assert!(
+        ok,
+        "expected split {expected:?}, got {:?}",
+        shard_counts(consumers)
+    );
+}
+
+#[test]
+fn two_consumers_split_four_shards_and_deliver_everything() {
+    let (kinesis, stream) = create_stream(4);
+    let table = unique_name("two");
+    let a = group_consumer(&stream, "app", &table);
+    let b = group_consumer(&stream, "app", &table);
+    wait_for_split(&[&a, &b], &[2, 2]);
+    let expected = put_payloads(&kinesis, &stream, 0..400);
+    let got = drain(&[&a, &b], 400, WAIT);
+    assert_exactly_once(&all_payloads(&got), &expected);
+    assert!(
+        got.iter().all(|records| !records.is_empty()),
+        "both consumers worked"
+    );
+}
+
+#[test]
+fn three_consumers_split_eight_shards_evenly() {
+    let (kinesis, stream) = create_stream(8);
+    let table = unique_name("three");
+    let consumers: Vec<Consumer> = (0..3)
+        .map(|_| group_consumer(&stream, "app", &table))
+        .collect();
+    let refs: Vec<&Consumer> = consumers.iter().collect();
+    wait_for_split(&refs, &[2, 3, 3]);
+    let expected = put_payloads(&kinesis, &stream, 0..800);
+    let got = drain(&refs, 800, WAIT);
+    assert_exactly_once(&all_payloads(&got), &expected);
+}
+
+#[test]
+fn a_new_consumer_gets_its_share_by_hand_over_without_duplicates() {
+    let (kinesis, stream) = create_stream(4);
+    let table = unique_name("handover");
+    let a = group_consumer(&stream, "app", &table);
+    wait_for_split(&[&a], &[4]);
+    let expected = put_payloads(&kinesis, &stream, 0..2000);
+    let mut got = drain(&[&a], 500, WAIT);
+    let b = group_consumer(&stream, "app", &table);
+    // Both read while the leases move; every record still arrives once.
+    got.extend(drain(&[&a, &b], 1500, WAIT));
+    assert_exactly_once(&all_payloads(&got), &expected);
+    wait_for_split(&[&a, &b], &[2, 2]);
+    assert!(a.stats().handoffs_given >= 2, "{:?}", a.stats());
+    let more = put_payloads(&kinesis, &stream, 2000..2400);
+    let got = drain(&[&a, &b], 400, WAIT);
+    assert_exactly_once(&all_payloads(&got), &more);
+}
+
+#[test]
+fn a_gracefully_closed_consumer_hands_its_shards_over_at_once() {
+    let (kinesis, stream) = create_stream(4);
+    let table = unique_name("graceful");
+    let a = group_consumer(&stream, "app", &table);
+    let b = group_consumer(&stream, "app", &table);
+    wait_for_split(&[&a, &b], &[2, 2]);
+    let first = put_payloads(&kinesis, &stream, 0..200);
+    let got = drain(&[&a, &b], 200, WAIT);
+    assert_exactly_once(&all_payloads(&got), &first);
+    // Acknowledge b's last record, then close it: final checkpoint + release.
+    assert!(b
+        .next_timeout(Duration::from_millis(200))
+        .unwrap()
+        .is_none());
+    let closed_at = Instant::now();
+    b.close().unwrap();
+    wait_for_split(&[&a], &[4]);
+    // Released leases are free at once: no session_timeout wait.
+    assert!(
+        closed_at.elapsed() < SESSION_TIMEOUT,
+        "took {:?}",
+        closed_at.elapsed()
+    );
+    let second = put_payloads(&kinesis, &stream, 200..400);
+    let got = drain(&[&a], 200, WAIT);
+    assert_exactly_once(&all_payloads(&got), &second);
+}
+
+/// Child process for the SIGKILL test: consumes with automatic checkpoints
+/// and prints every payload until it is killed. Does nothing in a normal run.
+#[test]
+fn child_consumer_process() {
+    let Ok(stream) = std::env::var("KCHECK_CHILD_STREAM") else {
+        return;
+    };
+    let table = std::env::var("KCHECK_CHILD_TABLE").unwrap();
+    let kinesis = config_for(&std::env::var("KCHECK_CHILD_KINESIS").unwrap());
+    let dynamodb = config_for(&std::env::var("KCHECK_CHILD_DYNAMODB").unwrap());
+    let consumer = Consumer::builder(stream)
+        .aws_config(kinesis)
+        .discovery_interval(DISCOVERY)
+        .idle_poll_interval(Duration::from_millis(100))
+        .checkpoint_interval(Duration::from_millis(200))
+        .checkpointer(
+            kcheck::DynamoDbCheckpointer::builder("app")
+                .table_name(table)
+                .aws_config(dynamodb)
+                .session_timeout(SESSION_TIMEOUT)
+                .heartbeat_frequency(HEARTBEAT)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    loop {
+        if let Some(record) = consumer.next_timeout(Duration::from_millis(100)).unwrap() {
+            println!("RECORD {}", String::from_utf8_lossy(&record.data));
+            std::thread::sleep(Duration::from_millis(5)); // processing
+        }
+    }
+}
+
+#[test]
+fn a_killed_consumer_loses_its_shards_after_session_timeout_and_nothing_is_lost() {
+    let (kinesis, stream) = create_stream(2);
+    let table = unique_name("killed");
+    let expected = put_payloads(&kinesis, &stream, 0..600);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_consumer_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KCHECK_CHILD_STREAM", stream.as_str())
+        .env("KCHECK_CHILD_TABLE", &table)
+        .env("KCHECK_CHILD_KINESIS", emulators().kinesis_url())
+        .env("KCHECK_CHILD_DYNAMODB", emulators().dynamodb_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen_by_child = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while seen_by_child.len() < 300 && Instant::now() < deadline {
+        match lines.next() {
+            // libtest may print "test child_consumer_process ... " before the first line.
+            Some(Ok(line)) => {
+                if let Some(at) = line.find("RECORD ") {
+                    seen_by_child.push(line[at + 7..].to_owned());
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert_eq!(seen_by_child.len(), 300, "the child consumed");
+    child.kill().unwrap(); // SIGKILL: no final checkpoint, no release
+    child.wait().unwrap();
+    let killed_at = Instant::now();
+
+    // What the dead consumer had checkpointed.
+    let checkpointer = dynamodb_checkpointer("app", &table).build().unwrap();
+    let scope = LeaseScope {
+        group: "app".into(),
+        stream: stream.name().to_owned(),
+    };
+    let checkpoints: HashMap<String, Option<Checkpoint>> = checkpointer
+        .leases(&scope)
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.shard_id, l.checkpoint))
+        .collect();
+    assert!(
+        checkpoints.values().any(Option::is_some),
+        "the child checkpointed: {checkpoints:?}"
+    );
+
+    let survivor = group_consumer(&stream, "app", &table);
+    let first = take(&survivor, 1, WAIT);
+    let waited = killed_at.elapsed();
+    assert!(
+        waited >= SESSION_TIMEOUT,
+        "taken after {waited:?}, before the session timeout"
+    );
+    assert!(waited < SESSION_TIMEOUT * 4, "taken after {waited:?}");
+    let mut got = first;
+    got.extend(take(&survivor, 600, Duration::from_secs(5)));
+    // Nothing at or before a checkpoint comes again...
+    for record in &got {
+        if let Some(Some(Checkpoint::At(position))) = checkpoints.get(&*record.shard_id) {
+            assert!(
+                record.position() > *position,
+                "{record:?} is before the checkpoint {position}"
+            );
+        }
+    }
+    // ...and everything the child did not checkpoint does.
+    let mut all: HashSet<String> = payloads(&got).into_iter().collect();
+    let before: HashSet<String> = seen_by_child.into_iter().collect();
+    all.extend(before);
+    let missing: Vec<_> = expected.iter().filter(|p| !all.contains(*p)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+#[test]
+fn a_consumer_whose_lease_is_taken_stops_the_shard_and_cannot_checkpoint_it() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("stolen");
+    let consumer = consumer_for(&stream)
+        .checkpointer(
+            dynamodb_checkpointer("app", &table)
+                .auto_checkpoint(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..10);
+    let records = take(&consumer, 5, WAIT);
+    assert_eq!(records.len(), 5);
+    // Someone else takes the lease behind the consumer's back.
+    let checkpointer = dynamodb_checkpointer("app", &table).build().unwrap();
+    let key = LeaseScope {
+        group: "app".into(),
+        stream: stream.name().to_owned(),
+    }
+    .key(&records[0].shard_id);
+    checkpointer
+        .client()
+        .update_item(
+            &UpdateItemRequest::new(
+                &table,
+                item([("shard_id", AttributeValue::s(key))]),
+                "SET #ref = :thief, lease_counter = lease_counter + :one",
+            )
+            .name("#ref", "ref")
+            .value(":thief", AttributeValue::s("thief"))
+            .value(":one", AttributeValue::n(1)),
+        )
+        .unwrap();
+    let lost = wait_until(WAIT, || consumer.stats().lease_losses == 1);
+    assert!(lost, "{:?}", consumer.stats());
+    assert!(consumer.stats().shards.is_empty());
+    // Undelivered records of that shard are dropped; its checkpoint is refused.
+    let error = consumer.checkpoint_record(&records[4]).unwrap_err();
+    assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
+    assert!(consumer.checkpoint().is_err());
+}
+
+#[test]
+fn two_groups_share_a_table_and_each_reads_everything() {
+    let (kinesis, stream) = create_stream(2);
+    let table = unique_name("shared");
+    let analytics = group_consumer(&stream, "analytics", &table);
+    let archival = group_consumer(&stream, "archival", &table);
+    let expected = put_payloads(&kinesis, &stream, 0..200);
+    let got = drain(&[&analytics], 200, WAIT);
+    assert_exactly_once(&all_payloads(&got), &expected);
+    let got = drain(&[&archival], 200, WAIT);
+    assert_exactly_once(&all_payloads(&got), &expected);
+    assert_eq!(analytics.stats().shards.len(), 2);
+    assert_eq!(archival.stats().shards.len(), 2);
+}
+
+#[test]
+fn one_group_reads_two_streams_through_one_table() {
+    let (kinesis, first) = create_stream(2);
+    let (_, second) = create_stream(2);
+    let table = unique_name("streams");
+    let on_first = group_consumer(&first, "app", &table);
+    let on_second = group_consumer(&second, "app", &table);
+    let expected_first = put_payloads(&kinesis, &first, 0..100);
+    let expected_second = put_payloads(&kinesis, &second, 100..200);
+    assert_exactly_once(
+        &all_payloads(&drain(&[&on_first], 100, WAIT)),
+        &expected_first,
+    );
+    assert_exactly_once(
+        &all_payloads(&drain(&[&on_second], 100, WAIT)),
+        &expected_second,
+    );
+    assert_eq!(on_first.stats().shards.len(), 2);
+    assert_eq!(on_second.stats().shards.len(), 2);
+}
+
+#[test]
+fn owner_ids_are_unique_per_instance() {
+    let (_, stream) = create_stream(1);
+    let table = unique_name("ids");
+    let ids = Mutex::new(HashSet::new());
+    for _ in 0..3 {
+        let consumer = group_consumer(&stream, "app", &table);
+        let id = consumer.owner_id().to_owned();
+        assert!(id.contains(&std::process::id().to_string()), "{id}");
+        assert!(ids.lock().unwrap().insert(id));
+    }
+}
