@@ -1,6 +1,7 @@
 //! A tiny loopback HTTP/1.1 server for what no emulator serves: misbehaving
 //! proxies (garbage, truncated bodies, dropped connections) and metadata
 //! endpoints. It records every request so tests can assert on them.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -184,4 +185,45 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<StubRequest> {
         headers,
         body,
     })
+}
+
+/// Sends `request` on to `upstream` (`http://host:port`) and returns its
+/// answer: the stub then works as a fault-injecting proxy.
+pub fn forward(upstream: &str, request: &StubRequest) -> StubResponse {
+    let address = upstream.trim_start_matches("http://");
+    let mut stream = match TcpStream::connect(address) {
+        Ok(stream) => stream,
+        Err(_) => return StubResponse::Drop,
+    };
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n",
+        request.method, request.path
+    );
+    for (name, value) in &request.headers {
+        if !matches!(name.as_str(), "host" | "connection") {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&request.body).is_err() {
+        return StubResponse::Drop;
+    }
+    let mut response = Vec::new();
+    if stream.read_to_end(&mut response).is_err() {
+        return StubResponse::Drop;
+    }
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return StubResponse::Drop;
+    };
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(502);
+    StubResponse::Full {
+        status,
+        content_type: "application/x-amz-json-1.1",
+        body: response[split + 4..].to_vec(),
+    }
 }

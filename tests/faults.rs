@@ -1,0 +1,218 @@
+//! Faults on the way to Kinesis: expired iterators, throttling of one shard,
+//! dropped connections, access denied and a deleted stream. A loopback proxy
+//! in front of the emulator injects what the emulator cannot.
+
+#[path = "support/stub_server.rs"]
+mod stub_server;
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kcheck::kinesis::{KinesisClient, StreamRef};
+use kcheck::{Consumer, ErrorCode};
+use kcheck_emulators::{Emulators, Options};
+use stub_server::{forward, StubRequest, StubResponse, StubServer};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn operation(request: &StubRequest) -> &str {
+    request
+        .header("x-amz-target")
+        .and_then(|t| t.strip_prefix("Kinesis_20131202."))
+        .unwrap_or("")
+}
+
+fn body(request: &StubRequest) -> serde_json::Value {
+    serde_json::from_slice(&request.body).unwrap_or_default()
+}
+
+fn via(proxy: &StubServer, stream: &StreamRef) -> Consumer {
+    consumer_for(stream)
+        .aws_config(config_for(proxy.url()))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn expired_iterators_are_renewed_after_the_last_fetched_record() {
+    let emulators = Emulators::start_with(Options {
+        iterator_ttl_seconds: 1,
+        ..Options::default()
+    });
+    let kinesis = KinesisClient::new(&config_for(&emulators.kinesis_url())).unwrap();
+    // Count the expiries the emulator reports, to be sure they happened.
+    let upstream = emulators.kinesis_url();
+    let expiries = Arc::new(AtomicU32::new(0));
+    let count = expiries.clone();
+    let proxy = StubServer::start(move |request| {
+        let response = forward(&upstream, request);
+        if let StubResponse::Full { body, .. } = &response {
+            if String::from_utf8_lossy(body).contains("ExpiredIteratorException") {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        response
+    });
+    let stream = StreamRef::from("expiring");
+    kinesis.create_stream(stream.name(), 1).unwrap();
+    kinesis
+        .wait_for_stream_active(&stream, Duration::from_secs(10))
+        .unwrap();
+    let expected = put_payloads(&kinesis, &stream, 0..40);
+    // A tiny queue: the fetcher waits with its iterator while the caller is slow.
+    let consumer = consumer_for(&stream)
+        .aws_config(config_for(proxy.url()))
+        .max_queue_size(2)
+        .record_limit(5)
+        .build()
+        .unwrap();
+    let mut got = payloads(&take(&consumer, 5, WAIT));
+    std::thread::sleep(Duration::from_millis(2500));
+    got.extend(payloads(&take(&consumer, 35, WAIT)));
+    assert_eq!(got, expected, "in order, none lost, none twice");
+    assert!(expiries.load(Ordering::SeqCst) > 0, "the iterator expired");
+}
+
+#[test]
+fn a_throttled_shard_backs_off_alone() {
+    let (kinesis, stream) = create_stream(2);
+    let shards = kinesis.list_shards(&stream, None).unwrap();
+    let throttled_shard = shards[0].shard_id.clone();
+    let iterators: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let throttles = Arc::new(AtomicU32::new(0));
+    let until = Instant::now() + Duration::from_secs(3);
+    let upstream = emulators().kinesis_url();
+    let (seen, count) = (iterators.clone(), throttles.clone());
+    let proxy = StubServer::start(move |request| {
+        let input = body(request);
+        match operation(request) {
+            "GetShardIterator" if input["ShardId"] == throttled_shard.as_str() => {
+                let response = forward(&upstream, request);
+                remember_iterator(&response, "ShardIterator", &seen);
+                response
+            }
+            "GetRecords"
+                if seen
+                    .lock()
+                    .unwrap()
+                    .contains(input["ShardIterator"].as_str().unwrap_or("")) =>
+            {
+                if Instant::now() < until {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    return StubResponse::json(
+                        400,
+                        r#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard"}"#,
+                    );
+                }
+                let response = forward(&upstream, request);
+                remember_iterator(&response, "NextShardIterator", &seen);
+                response
+            }
+            _ => forward(&upstream, request),
+        }
+    });
+    let expected = put_payloads(&kinesis, &stream, 0..200);
+    let consumer = via(&proxy, &stream);
+    let records = take(&consumer, 200, WAIT);
+    let got = payloads(&records);
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        expected.iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(got.len(), 200);
+    assert!(throttles.load(Ordering::SeqCst) > 0);
+    // The other shard was read while this one waited.
+    let position_of_first =
+        |shard: &str| records.iter().position(|r| &*r.shard_id == shard).unwrap();
+    assert!(position_of_first(&shards[1].shard_id) < position_of_first(&shards[0].shard_id));
+    let stats: HashMap<String, u64> = consumer
+        .stats()
+        .shards
+        .into_iter()
+        .map(|s| (s.shard_id, s.throttles))
+        .collect();
+    assert!(stats[&shards[0].shard_id] > 0, "{stats:?}");
+    assert_eq!(stats[&shards[1].shard_id], 0, "{stats:?}");
+}
+
+fn remember_iterator(response: &StubResponse, field: &str, seen: &Mutex<HashSet<String>>) {
+    if let StubResponse::Full { body, .. } = response {
+        let output: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        if let Some(iterator) = output[field].as_str() {
+            seen.lock().unwrap().insert(iterator.to_owned());
+        }
+    }
+}
+
+#[test]
+fn dropped_connections_are_retried_and_counted() {
+    let (kinesis, stream) = create_stream(1);
+    let upstream = emulators().kinesis_url();
+    let calls = AtomicU32::new(0);
+    let proxy = StubServer::start(move |request| {
+        if operation(request) == "GetRecords" && calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            StubResponse::Drop
+        } else {
+            forward(&upstream, request)
+        }
+    });
+    let expected = put_payloads(&kinesis, &stream, 0..50);
+    let consumer = via(&proxy, &stream);
+    let got = payloads(&take(&consumer, 50, WAIT));
+    assert_eq!(got, expected);
+    assert!(consumer.stats().shards[0].errors > 0);
+}
+
+#[test]
+fn access_denied_reaches_the_caller_instead_of_spinning() {
+    let (kinesis, stream) = create_stream(1);
+    put_payloads(&kinesis, &stream, 0..5);
+    let upstream = emulators().kinesis_url();
+    let denied = Arc::new(AtomicU32::new(0));
+    let count = denied.clone();
+    let proxy = StubServer::start(move |request| {
+        if operation(request) == "GetRecords" {
+            count.fetch_add(1, Ordering::SeqCst);
+            StubResponse::json(
+                400,
+                r#"{"__type":"AccessDeniedException","message":"User is not authorized to perform kinesis:GetRecords"}"#,
+            )
+        } else {
+            forward(&upstream, request)
+        }
+    });
+    let consumer = via(&proxy, &stream);
+    let error = consumer.next_timeout(WAIT).unwrap_err();
+    assert_eq!(error.code(), Some(&ErrorCode::AccessDenied), "{error}");
+    assert!(error.to_string().contains("GetRecords"), "{error}");
+    // The shard is not retried in a tight loop: at most one try per discovery cycle.
+    let before = denied.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(1));
+    let during = denied.load(Ordering::SeqCst) - before;
+    assert!(
+        during <= 1 + (1000 / DISCOVERY.as_millis() as u32),
+        "{during} calls in 1 s"
+    );
+}
+
+#[test]
+fn a_deleted_stream_is_reported_to_the_caller() {
+    let (kinesis, stream) = create_stream(1);
+    put_payloads(&kinesis, &stream, 0..3);
+    let consumer = consumer_for(&stream).build().unwrap();
+    assert_eq!(take(&consumer, 3, WAIT).len(), 3);
+    kinesis.delete_stream(&stream).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let error = loop {
+        match consumer.next_timeout(Duration::from_millis(200)) {
+            Err(error) => break error,
+            Ok(_) if Instant::now() < deadline => continue,
+            Ok(_) => panic!("no error after the stream was deleted"),
+        }
+    };
+    assert_eq!(error.code(), Some(&ErrorCode::ResourceNotFound), "{error}");
+}
