@@ -74,6 +74,9 @@ pub enum Error {
     /// The consumer was closed.
     #[error("the consumer is closed")]
     Closed,
+    /// A bug in kcheck (a panic caught at a thread or ABI boundary).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -91,7 +94,8 @@ impl Error {
             | Error::Config(_)
             | Error::Timeout(_)
             | Error::LeaseLost { .. }
-            | Error::Closed => false,
+            | Error::Closed
+            | Error::Internal(_) => false,
         }
     }
 
@@ -225,6 +229,15 @@ impl ErrorCode {
                 | ErrorCode::KmsOptInRequired
         )
     }
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
 }
 
 impl fmt::Display for ErrorCode {

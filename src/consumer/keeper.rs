@@ -3,23 +3,41 @@
 //! leases over when asked, fences itself when it cannot renew, and releases
 //! everything at close. It never touches the caller's thread or the fetchers.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::shard::{OwnedShard, TenureState};
 use super::Context;
 use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::transport::RetryPolicy;
 
 /// How often the keeper looks at its leases; writes happen far less often.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Pause after a failed lease write (capped at half the heartbeat period).
+const WRITE_BACKOFF: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    base_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+};
+
 pub(crate) fn run(context: Arc<Context>) {
     while context.sleep(TICK) {
-        for shard in context.owned_shards() {
-            keep(&context, &shard);
+        let tick = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            for shard in context.owned_shards() {
+                keep(&context, &shard);
+            }
+            context.forget_ended_shards();
+        }));
+        // Never die silently: the caller hears of it and the keeper goes on.
+        if let Err(panic) = tick {
+            let message = crate::error::panic_message(&*panic);
+            log::error!("lease keeper: {message}");
+            context.deliver_error(Error::Internal(format!("lease keeper: {message}")));
         }
-        context.forget_ended_shards();
     }
     for shard in context.owned_shards() {
         release_at_close(&context, &shard);
@@ -33,7 +51,16 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
     if !matches!(state, TenureState::Active | TenureState::HandingOver) {
         return;
     }
-    let (silent_for, since_checkpoint, handover, end_reached, delivered, processed, checkpointed) = {
+    let (
+        silent_for,
+        since_checkpoint,
+        handover,
+        end_reached,
+        delivered,
+        processed,
+        checkpointed,
+        retry_at,
+    ) = {
         let progress = shard.progress.lock();
         (
             progress.last_write_sent.elapsed(),
@@ -47,6 +74,7 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
                 progress.delivered.clone()
             },
             progress.checkpointed.clone(),
+            progress.retry_at,
         )
     };
     // Others judge the lease dead after session_timeout without a change;
@@ -54,6 +82,9 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
     if silent_for >= settings.session_timeout {
         shard.mark_lost(context, "it could not be renewed within session_timeout");
         return;
+    }
+    if retry_at.is_some_and(|at| Instant::now() < at) {
+        return; // backing off after a failed write
     }
     // In manual mode only the caller's checkpoints count as processed.
     let caller_done = if auto {
@@ -93,22 +124,37 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
         {
             shard.write_checkpoint(context, Checkpoint::At(position))
         }
-        _ if silent_for >= settings.heartbeat_frequency => shard.write(context, |lease| {
-            context.checkpointer.renew(&context.scope, lease).map(Some)
-        }),
+        _ if silent_for >= settings.heartbeat_frequency => shard
+            .write(context, |lease| {
+                context.checkpointer.renew(&context.scope, lease).map(Some)
+            })
+            .map(|()| {
+                context.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }),
         _ => Ok(()),
     };
-    if let Err(error) = result {
-        if shard.state() != TenureState::Lost {
+    let mut progress = shard.progress.lock();
+    match result {
+        Ok(()) => {
+            progress.failed_writes = 0;
+            progress.retry_at = None;
+        }
+        Err(error) if shard.state() != TenureState::Lost => {
             context
                 .counters
                 .heartbeat_failures
                 .fetch_add(1, Ordering::Relaxed);
+            let pause = WRITE_BACKOFF
+                .backoff(progress.failed_writes)
+                .min(settings.heartbeat_frequency / 2);
+            progress.failed_writes = progress.failed_writes.saturating_add(1);
+            progress.retry_at = Some(Instant::now() + pause);
             log::warn!(
-                "shard {}: lease write failed, will retry: {error}",
+                "shard {}: lease write failed, retrying in {pause:?}: {error}",
                 shard.shard_id
             );
         }
+        Err(_) => {}
     }
 }
 

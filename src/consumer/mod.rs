@@ -76,6 +76,7 @@ pub(crate) struct ConsumerCounters {
     pub handoffs_received: AtomicU64,
     pub checkpoint_writes: AtomicU64,
     pub checkpoint_failures: AtomicU64,
+    pub heartbeats: AtomicU64,
     pub heartbeat_failures: AtomicU64,
     pub discovery_failures: AtomicU64,
 }

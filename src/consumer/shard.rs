@@ -46,6 +46,9 @@ pub(crate) struct Progress {
     pub last_checkpoint_written: Instant,
     /// The consumer that asked for this lease, and since when.
     pub handover: Option<(String, Instant)>,
+    /// Lease writes failed in a row, and when the keeper tries again.
+    pub failed_writes: u32,
+    pub retry_at: Option<Instant>,
 }
 
 /// Counters of one shard, read by `stats()`.
@@ -83,6 +86,8 @@ impl OwnedShard {
                 last_write_sent: sent,
                 last_checkpoint_written: sent,
                 handover: None,
+                failed_writes: 0,
+                retry_at: None,
             }),
             lease: Mutex::new(lease),
             counters: ShardCounters::default(),

@@ -36,6 +36,8 @@ pub struct ConsumerStats {
     pub handoffs_received: u64,
     pub checkpoint_writes: u64,
     pub checkpoint_failures: u64,
+    /// Lease renewals without a checkpoint.
+    pub heartbeats: u64,
     pub heartbeat_failures: u64,
     pub discovery_failures: u64,
 }
@@ -73,6 +75,7 @@ pub(crate) fn collect(context: &Context) -> ConsumerStats {
         handoffs_received: load(&c.handoffs_received),
         checkpoint_writes: load(&c.checkpoint_writes),
         checkpoint_failures: load(&c.checkpoint_failures),
+        heartbeats: load(&c.heartbeats),
         heartbeat_failures: load(&c.heartbeat_failures),
         discovery_failures: load(&c.discovery_failures),
     }

@@ -113,6 +113,31 @@ impl Drop for Emulators {
     }
 }
 
+/// Serves both emulators for another process: prints one JSON line with
+/// the endpoints, `{"kinesis":"http://127.0.0.1:P","dynamodb":"http://127.0.0.1:Q"}`,
+/// then serves until standard input closes (the parent exited or let go).
+pub fn serve_until_stdin_closes(options: Options) {
+    use std::io::{BufRead, Write};
+    let emulators = Emulators::start_with(options);
+    let mut out = std::io::stdout().lock();
+    let announced = writeln!(
+        out,
+        "{{\"kinesis\":\"{}\",\"dynamodb\":\"{}\"}}",
+        emulators.kinesis_url(),
+        emulators.dynamodb_url()
+    )
+    .and_then(|_| out.flush());
+    drop(out);
+    if announced.is_err() {
+        return;
+    }
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+}
+
 async fn bind_loopback() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

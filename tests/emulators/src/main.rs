@@ -5,9 +5,7 @@
 //! `{"kinesis":"http://127.0.0.1:P","dynamodb":"http://127.0.0.1:Q"}`.
 //! Flags: `--iterator-ttl-seconds N`, `--enforce-limits`.
 
-use std::io::{BufRead, Write};
-
-use kcheck_emulators::{Emulators, Options};
+use kcheck_emulators::Options;
 
 fn main() {
     let mut options = Options::default();
@@ -24,23 +22,7 @@ fn main() {
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    let emulators = Emulators::start_with(options);
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{{\"kinesis\":\"{}\",\"dynamodb\":\"{}\"}}",
-        emulators.kinesis_url(),
-        emulators.dynamodb_url()
-    )
-    .and_then(|_| out.flush())
-    .expect("write endpoints");
-    drop(out);
-    // Serve until the parent closes our stdin (or kills us).
-    for line in std::io::stdin().lock().lines() {
-        if line.is_err() {
-            break;
-        }
-    }
+    kcheck_emulators::serve_until_stdin_closes(options);
 }
 
 fn usage(problem: &str) -> ! {

@@ -1,0 +1,237 @@
+//! Drains a pre-filled stream with DynamoDB checkpointing and prints what it
+//! cost the client, next to the CPU floor of merely parsing the same
+//! GetRecords bodies with serde_json and base64.
+//!
+//! Run: `cargo bench --bench drain` (env: SHARDS [4], RECORDS_PER_SHARD
+//! [50000], RECORD_BYTES [1024]). The emulators run in a child process (this
+//! binary re-executed), so the figures are the client's alone.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use kcheck::kinesis::{IteratorPosition, KinesisClient, PutRecordsEntry, StreamRef};
+use kcheck::transport::{AwsConfig, Credentials};
+use kcheck::{Consumer, DynamoDbCheckpointer};
+
+const SERVE_ENV: &str = "KCHECK_BENCH_SERVE_EMULATORS";
+
+fn main() {
+    if std::env::var_os(SERVE_ENV).is_some() {
+        kcheck_emulators::serve_until_stdin_closes(kcheck_emulators::Options::default());
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test discovery
+    }
+    let shards: u32 = env_number("SHARDS", 4);
+    let per_shard: usize = env_number("RECORDS_PER_SHARD", 50_000);
+    let record_bytes: usize = env_number("RECORD_BYTES", 1024);
+    let total = shards as usize * per_shard;
+
+    let (mut emulators, kinesis_url, dynamodb_url) = start_emulators();
+    let config = |url: &str| {
+        AwsConfig::builder()
+            .region("us-east-1")
+            .endpoint_url(url)
+            .credentials(Credentials::new("bench", "bench", None, None))
+            .build()
+            .expect("config")
+    };
+    let kinesis = KinesisClient::new(&config(&kinesis_url)).expect("kinesis client");
+    let stream = StreamRef::from("bench");
+    kinesis
+        .create_stream(stream.name(), shards)
+        .expect("create stream");
+    kinesis
+        .wait_for_stream_active(&stream, Duration::from_secs(10))
+        .expect("stream active");
+
+    println!("filling {shards} shards x {per_shard} records of {record_bytes} bytes ...");
+    let payload = vec![b'x'; record_bytes];
+    let batch: Vec<PutRecordsEntry> = (0..500)
+        .map(|i| PutRecordsEntry::new(format!("key-{i}"), payload.clone()))
+        .collect();
+    for _ in 0..total.div_ceil(500) {
+        kinesis.put_records_all(&stream, &batch).expect("fill");
+    }
+    let total = total.div_ceil(500) * 500;
+
+    let floor = parse_floor(&kinesis, &stream, &kinesis_url);
+
+    let consumer = Consumer::builder(stream.as_str())
+        .aws_config(config(&kinesis_url))
+        .checkpointer(
+            DynamoDbCheckpointer::builder("bench")
+                .aws_config(config(&dynamodb_url))
+                .build()
+                .expect("checkpointer"),
+        )
+        .build()
+        .expect("consumer");
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut bytes = 0usize;
+    while received < total {
+        let batch = consumer
+            .next_batch(1000, Duration::from_secs(30))
+            .expect("records");
+        if batch.is_empty() {
+            panic!("stalled at {received} of {total} records");
+        }
+        received += batch.len();
+        bytes += batch.iter().map(|r| r.data.len()).sum::<usize>();
+    }
+    let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
+    let stats = consumer.stats();
+    consumer.close().expect("close");
+    let writes = consumer.stats().checkpoint_writes;
+    let _ = emulators.kill();
+
+    let per_record = cpu.as_secs_f64() * 1e6 / received as f64;
+    println!(
+        "records            {received} ({:.1} MiB of data)",
+        bytes as f64 / 1048576.0
+    );
+    println!("wall time          {elapsed:.2?}");
+    println!(
+        "throughput         {:.0} records/s",
+        received as f64 / elapsed.as_secs_f64()
+    );
+    println!("client CPU         {per_record:.2} us/record ({cpu:.2?} in all)");
+    println!("CPU floor          {floor:.2} us/record (serde_json + base64 on the same GetRecords bodies)");
+    println!("client / floor     {:.2}x", per_record / floor);
+    println!(
+        "peak RSS           {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
+    println!(
+        "DynamoDB writes    {:.1} per shard ({} checkpoint writes, {} heartbeats, {} shards)",
+        (writes + stats.heartbeats) as f64 / shards as f64,
+        writes,
+        stats.heartbeats,
+        shards
+    );
+    println!(
+        "vs Python asyncio  {:.0}x less CPU per record than ~75 us/record",
+        75.0 / per_record
+    );
+}
+
+/// CPU µs per record of parsing GetRecords bodies with serde_json + base64
+/// alone: the floor any consumer pays.
+fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Page {
+        records: Vec<RawRecord>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    #[allow(dead_code)]
+    struct RawRecord {
+        data: String,
+        partition_key: String,
+        sequence_number: String,
+        approximate_arrival_timestamp: f64,
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut bodies = Vec::new();
+    let shard = kinesis
+        .list_shards(stream, None)
+        .expect("shards")
+        .remove(0)
+        .shard_id;
+    let mut iterator = kinesis
+        .get_shard_iterator(stream, &shard, &IteratorPosition::TrimHorizon)
+        .expect("iterator");
+    while bodies.len() < 5 {
+        let mut response = agent
+            .post(url)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "Kinesis_20131202.GetRecords")
+            .send(format!(r#"{{"ShardIterator":"{iterator}","Limit":10000}}"#))
+            .expect("GetRecords");
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .expect("body");
+        let next: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        iterator = next["NextShardIterator"].as_str().expect("next").to_owned();
+        bodies.push(body);
+    }
+    let mut records = 0usize;
+    let cpu_before = process_cpu();
+    for _ in 0..3 {
+        for body in &bodies {
+            let page: Page = serde_json::from_slice(body).expect("page");
+            for record in page.records {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(record.data.as_bytes())
+                    .expect("base64");
+                std::hint::black_box(data);
+                records += 1;
+            }
+        }
+    }
+    (process_cpu() - cpu_before).as_secs_f64() * 1e6 / records as f64
+}
+
+/// User + system CPU time of this process, from /proc/self/stat.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(") ")
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start_emulators() -> (Child, String, String) {
+    let mut child = Command::new(std::env::current_exe().expect("bench path"))
+        .env(SERVE_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the emulators");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("emulator endpoints");
+    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("endpoint JSON");
+    (
+        child,
+        endpoints["kinesis"].as_str().expect("kinesis").to_owned(),
+        endpoints["dynamodb"].as_str().expect("dynamodb").to_owned(),
+    )
+}
