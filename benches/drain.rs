@@ -8,10 +8,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use kcheck::kinesis::{IteratorPosition, KinesisClient, PutRecordsEntry, StreamRef};
+use kcheck::transport::signing::sign_request;
 use kcheck::transport::{AwsConfig, Credentials};
 use kcheck::{Consumer, DynamoDbCheckpointer};
 
@@ -152,12 +153,15 @@ fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
         .get_shard_iterator(stream, &shard, &IteratorPosition::TrimHorizon)
         .expect("iterator");
     while bodies.len() < 5 {
-        let mut response = agent
-            .post(url)
+        let mut request = http::Request::post(url)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-target", "Kinesis_20131202.GetRecords")
-            .send(format!(r#"{{"ShardIterator":"{iterator}","Limit":10000}}"#))
-            .expect("GetRecords");
+            .body(format!(r#"{{"ShardIterator":"{iterator}","Limit":10000}}"#).into_bytes())
+            .expect("request");
+        let credentials = Credentials::new("bench", "bench", None, None);
+        sign_request(&mut request, &credentials, "us-east-1", "kinesis", SystemTime::now())
+            .expect("sign");
+        let mut response = agent.run(request).expect("GetRecords");
         let body = response
             .body_mut()
             .with_config()
@@ -165,7 +169,10 @@ fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
             .read_to_vec()
             .expect("body");
         let next: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        iterator = next["NextShardIterator"].as_str().expect("next").to_owned();
+        iterator = match next["NextShardIterator"].as_str() {
+            Some(next) => next.to_owned(),
+            None => panic!("GetRecords failed: {}", String::from_utf8_lossy(&body)),
+        };
         bodies.push(body);
     }
     let mut records = 0usize;
