@@ -159,8 +159,14 @@ fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
             .body(format!(r#"{{"ShardIterator":"{iterator}","Limit":10000}}"#).into_bytes())
             .expect("request");
         let credentials = Credentials::new("bench", "bench", None, None);
-        sign_request(&mut request, &credentials, "us-east-1", "kinesis", SystemTime::now())
-            .expect("sign");
+        sign_request(
+            &mut request,
+            &credentials,
+            "us-east-1",
+            "kinesis",
+            SystemTime::now(),
+        )
+        .expect("sign");
         let mut response = agent.run(request).expect("GetRecords");
         let body = response
             .body_mut()

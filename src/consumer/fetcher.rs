@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::record::Record;
 use super::shard::{OwnedShard, TenureState};
 use super::{Context, Item};
-use crate::checkpoint::Position;
+use crate::checkpoint::{compare_sequence_numbers, Position};
 use crate::error::{Error, ErrorCode};
 use crate::kinesis::aggregation::deaggregate;
 use crate::kinesis::{self, IteratorPosition};
@@ -153,30 +153,49 @@ impl<'a> Fetcher<'a> {
             _ => None,
         };
         let counters = &self.shard.counters;
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+        counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(last) = records.last() {
+            self.last_fetched = Some(last.sequence_number.clone());
+        }
+        let chunk_size = self.context.chunk_size;
+        let mut chunk = Vec::with_capacity(chunk_size);
         for record in records {
-            self.last_fetched = Some(record.sequence_number.clone());
-            counters
-                .bytes
-                .fetch_add(record.data.len() as u64, Ordering::Relaxed);
             for user in self.user_records(record) {
                 if skip_through
                     .as_ref()
-                    .is_some_and(|done| user.position() <= *done)
+                    .is_some_and(|done| covers(done, &user))
                 {
                     continue;
                 }
-                counters.records.fetch_add(1, Ordering::Relaxed);
-                if !self.context.deliver(Item::Record(user), self.shard) {
+                chunk.push(user);
+                if chunk.len() == chunk_size && !self.send_chunk(&mut chunk) {
                     return false;
                 }
             }
         }
-        true
+        chunk.is_empty() || self.send_chunk(&mut chunk)
+    }
+
+    /// Sends the records gathered so far as one channel item.
+    fn send_chunk(&self, chunk: &mut Vec<Record>) -> bool {
+        let records = std::mem::replace(chunk, Vec::with_capacity(self.context.chunk_size));
+        let count = records.len() as u64;
+        let sent = self
+            .context
+            .deliver(Item::Records(self.shard.clone(), records), self.shard);
+        if sent {
+            self.shard
+                .counters
+                .records
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        sent
     }
 
     fn user_records(&self, record: kinesis::Record) -> Vec<Record> {
         let shard_id = self.shard.shard_id.clone();
-        let tenure = self.shard.clone();
+        let tenure_id = self.shard.id;
         match deaggregate(&record.data) {
             Some(users) => users
                 .into_iter()
@@ -188,7 +207,7 @@ impl<'a> Fetcher<'a> {
                     shard_id: shard_id.clone(),
                     approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                     explicit_hash_key: user.explicit_hash_key,
-                    tenure: tenure.clone(),
+                    tenure_id,
                 })
                 .collect(),
             None => vec![Record {
@@ -199,7 +218,7 @@ impl<'a> Fetcher<'a> {
                 shard_id,
                 approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                 explicit_hash_key: record.explicit_hash_key,
-                tenure,
+                tenure_id,
             }],
         }
     }
@@ -238,6 +257,13 @@ impl<'a> Fetcher<'a> {
         self.failures = self.failures.saturating_add(1);
         self.context.sleep(sleep);
     }
+}
+
+/// Whether `record` is at or before the checkpointed `done`.
+fn covers(done: &Position, record: &Record) -> bool {
+    compare_sequence_numbers(&record.sequence_number, &done.sequence_number)
+        .then(record.sub_sequence_number.cmp(&done.sub_sequence_number))
+        .is_le()
 }
 
 /// Errors that retrying cannot fix: the caller must hear of them.

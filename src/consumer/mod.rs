@@ -14,7 +14,7 @@ mod record;
 mod shard;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -60,7 +60,9 @@ pub(crate) struct ConsumerOptions {
 
 /// What travels from the threads to the caller.
 pub(crate) enum Item {
-    Record(Record),
+    /// Consecutive records of one tenure (one channel operation per chunk,
+    /// not per record).
+    Records(Arc<OwnedShard>, Vec<Record>),
     /// Every record of the shard has been sent before this.
     ShardEnd(Arc<OwnedShard>),
     /// A problem the caller must hear of.
@@ -91,6 +93,8 @@ pub(crate) struct Context {
     pub options: ConsumerOptions,
     pub kinesis: KinesisClient,
     pub counters: ConsumerCounters,
+    /// Records per channel item; the channel holds max_queue_size records.
+    pub chunk_size: usize,
     closing: AtomicBool,
     sender: Sender<Item>,
     /// Disconnected at close: wakes every sleeping thread at once.
@@ -132,7 +136,11 @@ impl Context {
     /// Sends an item, blocking while the channel is full; gives up (false)
     /// when `shard` stops delivering or the consumer closes.
     pub fn deliver(&self, item: Item, shard: &OwnedShard) -> bool {
-        let mut item = item;
+        let mut item = match self.sender.try_send(item) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::TrySendError::Full(item)) => item,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return false,
+        };
         loop {
             if !shard.is_active() || self.is_closing() {
                 return false;
@@ -323,7 +331,11 @@ impl ConsumerBuilder {
         kinesis.list_shards_page(&stream, None, None)?;
 
         let settings = checkpointer.settings();
-        let (sender, receiver) = crossbeam_channel::bounded(options.max_queue_size);
+        // The channel carries chunks; together they hold at most
+        // max_queue_size records.
+        let chunk_size = (options.max_queue_size / 8).clamp(1, 1000);
+        let (sender, receiver) =
+            crossbeam_channel::bounded((options.max_queue_size / chunk_size).max(1));
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded(0);
         let context = Arc::new(Context {
             owner: new_owner_id(),
@@ -337,6 +349,7 @@ impl ConsumerBuilder {
             options,
             kinesis,
             counters: ConsumerCounters::default(),
+            chunk_size,
             closing: AtomicBool::new(false),
             sender,
             shutdown,
@@ -356,6 +369,7 @@ impl ConsumerBuilder {
         Ok(Consumer {
             context,
             receiver,
+            queued: Mutex::new(None),
             caller: Mutex::new(CallerState::default()),
             threads: Mutex::new(Some(Threads {
                 shutdown: shutdown_sender,
@@ -381,11 +395,42 @@ struct CallerState {
     delivered_from: HashMap<Arc<str>, Arc<OwnedShard>>,
 }
 
+/// Accepts `records[start..]`, all of one tenure: they count as delivered,
+/// or are dropped when the tenure no longer delivers (lost or handed over:
+/// the next owner delivers them).
+fn accept(
+    caller: &mut CallerState,
+    tenure: &Arc<OwnedShard>,
+    records: &mut Vec<Record>,
+    start: usize,
+) {
+    let Some(last) = records.get(start..).and_then(<[Record]>::last) else {
+        return;
+    };
+    let position = last.position();
+    {
+        // Checked under the progress lock, which a hand-over also takes, so a
+        // released lease never covers less than what the caller was given.
+        let mut progress = tenure.progress.lock();
+        if !tenure.is_active() {
+            records.truncate(start);
+            return;
+        }
+        progress.delivered = Some(position.clone());
+    }
+    caller.unacknowledged.push((tenure.clone(), position));
+    caller
+        .delivered_from
+        .insert(tenure.shard_id.clone(), tenure.clone());
+}
+
 /// A Kinesis consumer. `Send + Sync`: one thread may block in `next` while
 /// others checkpoint, read stats or close.
 pub struct Consumer {
     context: Arc<Context>,
     receiver: Receiver<Item>,
+    /// The rest of the chunk being handed out (not yet delivered).
+    queued: Mutex<Option<(Arc<OwnedShard>, VecDeque<Record>)>>,
     caller: Mutex<CallerState>,
     threads: Mutex<Option<Threads>>,
 }
@@ -428,50 +473,39 @@ impl Consumer {
     /// takes what is already buffered. Acknowledges every record returned
     /// by the previous call (automatic mode).
     pub fn next_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Record>> {
-        let mut caller = self.caller.lock();
-        self.acknowledge(&mut caller);
+        let max = max.max(1);
+        // Held for the whole call: concurrent callers take turns, and the
+        // caller state below stays free for checkpoint() and stats().
+        let mut queued = self.queued.lock();
+        self.acknowledge(&mut self.caller.lock());
         let deadline = Instant::now() + timeout;
-        let mut records = Vec::new();
-        while records.len() < max.max(1) {
+        let mut records: Vec<Record> = Vec::new();
+        while records.len() < max {
+            if let Some((tenure, chunk)) = queued.as_mut().filter(|(_, chunk)| !chunk.is_empty()) {
+                let take = (max - records.len()).min(chunk.len());
+                let start = records.len();
+                records.extend(chunk.drain(..take));
+                accept(&mut self.caller.lock(), tenure, &mut records, start);
+                continue;
+            }
             let item = if records.is_empty() {
-                match self.receive_until(deadline) {
-                    Some(item) => item,
-                    None => break,
-                }
+                self.receive_until(deadline)
             } else {
-                match self.receiver.try_recv() {
-                    Ok(item) => item,
-                    Err(_) => break,
-                }
+                self.receiver.try_recv().ok()
             };
             match item {
-                Item::Record(record) => {
-                    {
-                        // Checked under the progress lock, which a hand-over
-                        // also takes, so a released lease never covers less
-                        // than what the caller was given.
-                        let mut progress = record.tenure.progress.lock();
-                        if !record.tenure.is_active() {
-                            continue; // lost or handed over: the next owner delivers it
-                        }
-                        progress.delivered = Some(record.position());
-                    }
-                    caller
-                        .unacknowledged
-                        .push((record.tenure.clone(), record.position()));
-                    caller
-                        .delivered_from
-                        .insert(record.shard_id.clone(), record.tenure.clone());
-                    records.push(record);
-                }
-                Item::ShardEnd(shard) => {
+                None => break,
+                Some(Item::Records(tenure, chunk)) => *queued = Some((tenure, chunk.into())),
+                Some(Item::ShardEnd(shard)) => {
+                    // Every record of the shard was accepted before this.
+                    let mut progress = shard.progress.lock();
                     if shard.is_active() {
-                        shard.progress.lock().end_reached = true;
+                        progress.end_reached = true;
                     }
                 }
-                Item::Error(error) if records.is_empty() => return Err(error),
-                Item::Error(error) => {
-                    log::error!("{error}");
+                Some(Item::Error(error)) if records.is_empty() => return Err(error),
+                Some(Item::Error(error)) => {
+                    // Reported by the next call, after these records.
                     self.context.deliver_error(error);
                     break;
                 }
@@ -550,7 +584,27 @@ impl Consumer {
 
     /// Checkpoints up to and including `record`.
     pub fn checkpoint_record(&self, record: &Record) -> Result<()> {
-        let delivered = record.tenure.progress.lock().delivered.clone();
+        let tenure = self
+            .caller
+            .lock()
+            .delivered_from
+            .get(&record.shard_id)
+            .cloned();
+        let Some(tenure) = tenure else {
+            return Err(Error::Config(format!(
+                "record {} of shard {} was not returned by this consumer",
+                record.position(),
+                record.shard_id
+            )));
+        };
+        if tenure.id != record.tenure_id {
+            // The shard was lost (or handed over) since; a later tenure
+            // started over from the table's checkpoint.
+            return Err(Error::LeaseLost {
+                shard_id: record.shard_id.to_string(),
+            });
+        }
+        let delivered = tenure.progress.lock().delivered.clone();
         if delivered.as_ref().is_none_or(|d| record.position() > *d) {
             return Err(Error::Config(format!(
                 "record {} of shard {} was not returned by this consumer",
@@ -558,7 +612,7 @@ impl Consumer {
                 record.shard_id
             )));
         }
-        self.write_checkpoint(&record.tenure, record.position())
+        self.write_checkpoint(&tenure, record.position())
     }
 
     fn write_checkpoint(&self, shard: &Arc<OwnedShard>, position: Position) -> Result<()> {

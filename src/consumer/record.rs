@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::shard::OwnedShard;
 use crate::checkpoint::Position;
 
 /// One user record: a plain Kinesis record, or one record out of a KPL
@@ -25,9 +24,10 @@ pub struct Record {
     pub approximate_arrival_timestamp: Option<SystemTime>,
     /// The explicit hash key, when the producer set one.
     pub explicit_hash_key: Option<String>,
-    /// The lease tenure that delivered it, so checkpoints go to the right
-    /// lease and records of a lost lease are recognised.
-    pub(crate) tenure: Arc<OwnedShard>,
+    /// The lease tenure that delivered it, so a checkpoint of a record from
+    /// a lost lease is recognised. (An id, not a handle: records cross
+    /// threads by the million and shared counters would bounce.)
+    pub(crate) tenure_id: u64,
 }
 
 impl Record {

@@ -63,6 +63,8 @@ pub(crate) struct ShardCounters {
 
 /// One holding of one shard's lease.
 pub(crate) struct OwnedShard {
+    /// Unique per tenure in this process; records carry it.
+    pub id: u64,
     pub shard_id: Arc<str>,
     state: AtomicU8,
     /// Held across every lease write so writes of the heartbeat thread and
@@ -75,7 +77,9 @@ pub(crate) struct OwnedShard {
 
 impl OwnedShard {
     pub fn new(lease: Lease, sent: Instant) -> OwnedShard {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         OwnedShard {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shard_id: lease.shard_id.as_str().into(),
             state: AtomicU8::new(TenureState::Active as u8),
             progress: Mutex::new(Progress {

@@ -172,8 +172,6 @@ pub struct Record {
     pub approximate_arrival_timestamp: Option<SystemTime>,
     #[serde(default)]
     pub explicit_hash_key: Option<String>,
-    #[serde(default)]
-    pub encryption_type: Option<String>,
 }
 
 /// A child shard announced at a closed shard's end (AWS only; emulators may
