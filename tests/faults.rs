@@ -216,3 +216,87 @@ fn a_deleted_stream_is_reported_to_the_caller() {
     };
     assert_eq!(error.code(), Some(&ErrorCode::ResourceNotFound), "{error}");
 }
+
+/// A proxy in front of DynamoDB that throttles or drops lease writes
+/// (UpdateItem) while `failing` says so.
+fn dynamodb_proxy(
+    failing: Arc<dyn Fn() -> Option<StubResponse> + Send + Sync>,
+) -> (StubServer, Arc<AtomicU32>) {
+    let upstream = emulators().dynamodb_url();
+    let injected = Arc::new(AtomicU32::new(0));
+    let count = injected.clone();
+    let proxy = StubServer::start(move |request| {
+        let is_lease_write = request.header("x-amz-target") == Some("DynamoDB_20120810.UpdateItem");
+        match failing() {
+            Some(fault) if is_lease_write => {
+                count.fetch_add(1, Ordering::SeqCst);
+                fault
+            }
+            _ => forward(&upstream, request),
+        }
+    });
+    (proxy, injected)
+}
+
+fn checkpointer_via(proxy: &StubServer, table: &str) -> kcheck::DynamoDbCheckpointer {
+    dynamodb_checkpointer("app", table)
+        .aws_config(config_for(proxy.url()))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn throttled_heartbeats_are_retried_and_the_lease_is_kept() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("throttled-heartbeats");
+    let until = Instant::now() + SESSION_TIMEOUT / 2 + Duration::from_secs(1);
+    let (proxy, injected) = dynamodb_proxy(Arc::new(move || {
+        (Instant::now() < until).then(|| {
+            StubResponse::json(
+                400,
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#,
+            )
+        })
+    }));
+    let consumer = consumer_for(&stream)
+        .checkpointer(checkpointer_via(&proxy, &table))
+        .build()
+        .unwrap();
+    let expected = put_payloads(&kinesis, &stream, 0..20);
+    let got = payloads(&take(&consumer, 20, WAIT));
+    assert_eq!(got, expected);
+    std::thread::sleep(SESSION_TIMEOUT);
+    assert!(
+        injected.load(Ordering::SeqCst) > 0,
+        "heartbeats were throttled"
+    );
+    let stats = consumer.stats();
+    assert_eq!(stats.lease_losses, 0, "{stats:?}");
+    assert_eq!(stats.shards.len(), 1);
+    assert!(stats.heartbeats > 0, "{stats:?}");
+    consumer.checkpoint().unwrap();
+}
+
+#[test]
+fn an_owner_that_cannot_renew_for_session_timeout_stops_the_shard_itself() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("fenced");
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let is_broken = broken.clone();
+    let (proxy, _) = dynamodb_proxy(Arc::new(move || {
+        is_broken
+            .load(Ordering::SeqCst)
+            .then_some(StubResponse::Drop)
+    }));
+    let consumer = consumer_for(&stream)
+        .checkpointer(checkpointer_via(&proxy, &table))
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..5);
+    assert_eq!(take(&consumer, 5, WAIT).len(), 5);
+    broken.store(true, Ordering::SeqCst);
+    let fenced = wait_until(SESSION_TIMEOUT * 3, || consumer.stats().lease_losses == 1);
+    assert!(fenced, "{:?}", consumer.stats());
+    assert!(consumer.stats().shards.is_empty());
+    assert!(consumer.stats().heartbeat_failures > 0);
+}

@@ -393,3 +393,29 @@ fn owner_ids_are_unique_per_instance() {
         assert!(ids.lock().unwrap().insert(id));
     }
 }
+
+#[test]
+fn slow_processing_never_costs_the_lease() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("slow");
+    let consumer = group_consumer(&stream, "app", &table);
+    let rival = group_consumer(&stream, "app", &table);
+    let expected = put_payloads(&kinesis, &stream, 0..3);
+    let mut got = Vec::new();
+    let taken = wait_until(WAIT, || {
+        consumer.stats().shards.len() + rival.stats().shards.len() == 1
+    });
+    assert!(taken, "one of them holds the shard");
+    let owner = if consumer.stats().shards.is_empty() {
+        &rival
+    } else {
+        &consumer
+    };
+    for _ in 0..3 {
+        got.extend(payloads(&take(owner, 1, WAIT)));
+        std::thread::sleep(SESSION_TIMEOUT + SESSION_TIMEOUT / 2); // "processing"
+    }
+    assert_eq!(got, expected);
+    assert_eq!(owner.stats().lease_losses, 0);
+    assert_eq!(owner.stats().shards.len(), 1);
+}
