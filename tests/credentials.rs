@@ -5,9 +5,11 @@
 //! Every environment is injected with `Environment::from_vars` (the process
 //! environment is never read or changed), and every wait is bounded.
 
+#[path = "support/stub_server.rs"]
+mod stub_server;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -19,139 +21,20 @@ use kcheck::transport::credentials::{
 };
 use kcheck::transport::{AwsConfig, Credentials, Environment, HttpOptions, ProvideCredentials};
 use kcheck::Error;
+use stub_server::{StubRequest, StubResponse, StubServer};
 
-// ---------------------------------------------------------------------------
-// A tiny loopback HTTP/1.1 server that records requests and answers from a
-// handler.
-
-/// One request as the stub received it (header names lowercased).
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Recorded {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
-
-/// A canned answer.
-struct Reply {
-    status: u16,
-    body: String,
-}
-
-fn reply(status: u16, body: impl Into<String>) -> Reply {
-    Reply {
+/// A canned plain-text answer of the loopback stub.
+fn reply(status: u16, body: impl Into<String>) -> StubResponse {
+    StubResponse::Full {
         status,
-        body: body.into(),
+        content_type: "text/plain",
+        body: body.into().into_bytes(),
     }
 }
 
-type Handler = Box<dyn Fn(&Recorded) -> Reply + Send + Sync>;
-
-struct Stub {
-    url: String,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl Stub {
-    /// Serves `handler` on 127.0.0.1 until the test binary exits.
-    fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(Box::new(handler));
-        let recorded = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let handler = handler.clone();
-                let recorded = recorded.clone();
-                std::thread::spawn(move || serve_connection(stream, &handler, &recorded));
-            }
-        });
-        Stub { url, requests }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-/// Answers requests on one (keep-alive) connection until it closes.
-fn serve_connection(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Recorded>>) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    let mut writer = stream.try_clone().expect("clone stream");
-    let mut reader = BufReader::new(stream);
-    while let Some(request) = read_request(&mut reader) {
-        recorded.lock().unwrap().push(request.clone());
-        let Reply { status, body } = handler(&request);
-        let head = format!(
-            "HTTP/1.1 {status} Stub\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n",
-            body.len()
-        );
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Reads a request head and a body framed by content-length or chunked
-/// encoding; `None` at end of stream or on garbage.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-    }
-    let mut body = Vec::new();
-    if let Some(length) = headers.get("content-length") {
-        let mut buf = vec![0; length.parse().ok()?];
-        reader.read_exact(&mut buf).ok()?;
-        body = buf;
-    } else if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).ok()?;
-            let size = usize::from_str_radix(size.trim(), 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    }
-    Some(Recorded {
-        method,
-        path,
-        headers,
-        body: String::from_utf8(body).ok()?,
-    })
+/// A recorded request's body as text.
+fn body_text(request: &StubRequest) -> String {
+    String::from_utf8_lossy(&request.body).into_owned()
 }
 
 /// A loopback URL where nothing listens (connections are refused at once).
@@ -240,13 +123,13 @@ fn sts_success(key: &str, secret: &str, token: &str) -> String {
 }
 
 /// An STS stub answering every call with `key`.
-fn sts_stub(key: &'static str) -> Stub {
-    Stub::start(move |_| reply(200, sts_success(key, "sts-secret", "sts-session")))
+fn sts_stub(key: &'static str) -> StubServer {
+    StubServer::start(move |_| reply(200, sts_success(key, "sts-secret", "sts-session")))
 }
 
 /// A container credentials stub answering `/creds` with `key`.
-fn container_stub(key: &'static str) -> Stub {
-    Stub::start(move |r| {
+fn container_stub(key: &'static str) -> StubServer {
+    StubServer::start(move |r| {
         if r.path == "/creds" {
             reply(
                 200,
@@ -259,8 +142,8 @@ fn container_stub(key: &'static str) -> Stub {
 }
 
 /// An IMDSv2 stub: token `imds-session-token`, role `my-role`, `key`.
-fn imds_stub(key: &'static str) -> Stub {
-    Stub::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+fn imds_stub(key: &'static str) -> StubServer {
+    StubServer::start(move |r| match (r.method.as_str(), r.path.as_str()) {
         ("PUT", "/latest/api/token") => reply(200, "imds-session-token"),
         (_, path) if r.header("x-aws-ec2-metadata-token") != Some("imds-session-token") => {
             reply(401, format!("unauthorized {path}"))
@@ -325,7 +208,7 @@ fn chain_order_env_profile_web_identity_container_imds() {
     let sts = sts_stub("ASIASTS");
     let container = container_stub("ASIACONTAINER");
     let imds = imds_stub("ASIAIMDS");
-    let container_uri = format!("{}/creds", container.url);
+    let container_uri = format!("{}/creds", container.url());
     let token_path = token_file.display().to_string();
 
     let env_vars = [
@@ -335,10 +218,10 @@ fn chain_order_env_profile_web_identity_container_imds() {
     let web_identity_vars = [
         ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.as_str()),
         ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web"),
-        ("AWS_ENDPOINT_URL_STS", sts.url.as_str()),
+        ("AWS_ENDPOINT_URL_STS", sts.url()),
     ];
     let container_vars = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", container_uri.as_str())];
-    let imds_vars = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let imds_vars = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url())];
 
     let resolve = |with_env: bool, with_profile: bool, with_web: bool, with_container: bool| {
         let mut vars: Vec<(&str, &str)> = Vec::new();
@@ -418,7 +301,7 @@ fn a_configured_provider_that_fails_stops_the_chain() {
         &[
             ("AWS_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/kcheck/token"),
             ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web"),
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str()),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url()),
         ],
     );
     let error = DefaultChain::new(&env, "us-east-1", &http())
@@ -720,7 +603,7 @@ fn profile_with_web_identity() {
             &[
                 ("AWS_CONFIG_FILE", config.as_str()),
                 ("AWS_PROFILE", profile),
-                ("AWS_ENDPOINT_URL_STS", sts.url.as_str()),
+                ("AWS_ENDPOINT_URL_STS", sts.url()),
             ],
         )
     };
@@ -728,7 +611,7 @@ fn profile_with_web_identity() {
     assert_eq!(credentials.access_key_id(), "ASIAPROFILESTS");
     let requests = sts.requests();
     assert_eq!(requests.len(), 1);
-    let form = form_fields(&requests[0].body);
+    let form = form_fields(&body_text(&requests[0]));
     assert_eq!(
         form["RoleArn"],
         "arn:aws:iam::123456789012:role/profile-role"
@@ -754,7 +637,7 @@ fn web_identity_calls_sts_with_the_current_token() {
         &[
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.as_str()),
             ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web role"),
-            ("AWS_ENDPOINT_URL", sts.url.as_str()),
+            ("AWS_ENDPOINT_URL", sts.url()),
         ],
     );
     let provider = WebIdentityProvider::new(&env, "us-east-1", &http());
@@ -783,17 +666,17 @@ fn web_identity_calls_sts_with_the_current_token() {
         "STS web identity is unsigned"
     );
     // The space and the slashes are percent-encoded on the wire.
-    assert!(first
-        .body
-        .contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fweb%20role"));
-    let form = form_fields(&first.body);
+    assert!(
+        body_text(first).contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fweb%20role")
+    );
+    let form = form_fields(&body_text(first));
     assert_eq!(form["Action"], "AssumeRoleWithWebIdentity");
     assert_eq!(form["Version"], "2011-06-15");
     assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/web role");
     assert!(form["RoleSessionName"].starts_with("kcheck-"), "{form:?}");
     assert_eq!(form["WebIdentityToken"], "first-token");
     assert_eq!(
-        form_fields(&requests[1].body)["WebIdentityToken"],
+        form_fields(&body_text(&requests[1]))["WebIdentityToken"],
         "second-token"
     );
 }
@@ -801,7 +684,7 @@ fn web_identity_calls_sts_with_the_current_token() {
 #[test]
 fn web_identity_session_name_and_sts_errors() {
     let home = TempDir::new();
-    let sts = Stub::start(|_| {
+    let sts = StubServer::start(|_| {
         reply(
             400,
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
@@ -818,7 +701,7 @@ fn web_identity_session_name_and_sts_errors() {
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.as_str()),
             ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web"),
             ("AWS_ROLE_SESSION_NAME", "my-session"),
-            ("AWS_ENDPOINT_URL_STS", sts.url.as_str()),
+            ("AWS_ENDPOINT_URL_STS", sts.url()),
         ],
     );
     let provider = WebIdentityProvider::new(&env, "us-east-1", &http());
@@ -834,7 +717,7 @@ fn web_identity_session_name_and_sts_errors() {
     let requests = sts.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(
-        form_fields(&requests[0].body)["RoleSessionName"],
+        form_fields(&body_text(&requests[0]))["RoleSessionName"],
         "my-session"
     );
 
@@ -858,7 +741,7 @@ fn web_identity_session_name_and_sts_errors() {
 fn container_full_uri_with_authorization_token() {
     let home = TempDir::new();
     let container = container_stub("ASIACONTAINER");
-    let uri = format!("{}/creds", container.url);
+    let uri = format!("{}/creds", container.url());
     let env = env_with(
         &home,
         &[
@@ -888,7 +771,10 @@ fn container_token_file_wins_and_is_reread() {
     let home = TempDir::new();
     let container = container_stub("ASIACONTAINER");
     // `localhost` is allowed too.
-    let uri = format!("{}/creds", container.url.replace("127.0.0.1", "localhost"));
+    let uri = format!(
+        "{}/creds",
+        container.url().replace("127.0.0.1", "localhost")
+    );
     let token_file = home.write("eks-token", "file-token-1\n");
     let token_path = token_file.display().to_string();
     let env = env_with(
@@ -945,8 +831,9 @@ fn container_errors_and_disallowed_hosts() {
     // Rejected before any connection attempt.
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    let container = Stub::start(|_| reply(403, r#"{"code":"AccessDenied","message":"bad token"}"#));
-    let uri = format!("{}/creds", container.url);
+    let container =
+        StubServer::start(|_| reply(403, r#"{"code":"AccessDenied","message":"bad token"}"#));
+    let uri = format!("{}/creds", container.url());
     let env = env_with(
         &home,
         &[
@@ -989,13 +876,13 @@ fn container_errors_and_disallowed_hosts() {
 #[test]
 fn container_malformed_success_body_is_not_quoted() {
     let home = TempDir::new();
-    let container = Stub::start(|_| {
+    let container = StubServer::start(|_| {
         reply(
             200,
             r#"{"AccessKeyId":"ASIA","SecretAccessKey":"LEAKED-SECRET","Token":"#,
         )
     });
-    let uri = format!("{}/creds", container.url);
+    let uri = format!("{}/creds", container.url());
     let env = env_with(
         &home,
         &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str())],
@@ -1019,10 +906,7 @@ fn container_malformed_success_body_is_not_quoted() {
 fn imds_v2_token_flow() {
     let home = TempDir::new();
     let imds = imds_stub("ASIAIMDS");
-    let env = env_with(
-        &home,
-        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())],
-    );
+    let env = env_with(&home, &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url())]);
     let provider = ImdsProvider::new(&env, &http());
     let credentials = provider.provide_credentials().expect("credentials");
     assert_eq!(credentials.access_key_id(), "ASIAIMDS");
@@ -1071,7 +955,7 @@ fn imds_replaces_a_rejected_session_token() {
     let home = TempDir::new();
     let puts = Arc::new(AtomicU32::new(0));
     let counter = puts.clone();
-    let imds = Stub::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+    let imds = StubServer::start(move |r| match (r.method.as_str(), r.path.as_str()) {
         ("PUT", _) => {
             let n = counter.fetch_add(1, Ordering::SeqCst);
             reply(200, format!("token-{n}"))
@@ -1081,10 +965,7 @@ fn imds_replaces_a_rejected_session_token() {
         (_, "/latest/meta-data/iam/security-credentials/") => reply(200, "role"),
         (_, _) => reply(200, json_credentials("ASIAROTATED", "s", "t")),
     });
-    let env = env_with(
-        &home,
-        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())],
-    );
+    let env = env_with(&home, &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url())]);
     let credentials = ImdsProvider::new(&env, &http())
         .provide_credentials()
         .expect("credentials");
@@ -1095,17 +976,14 @@ fn imds_replaces_a_rejected_session_token() {
 #[test]
 fn imds_errors() {
     let home = TempDir::new();
-    let provider_for = |stub: &Stub| {
-        let env = env_with(
-            &home,
-            &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", stub.url.as_str())],
-        );
+    let provider_for = |stub: &StubServer| {
+        let env = env_with(&home, &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", stub.url())]);
         ImdsProvider::new(&env, &http())
     };
 
     // IMDSv2 unavailable: an error that says IMDSv1 is not used.
     for status in [403, 404, 405] {
-        let stub = Stub::start(move |_| reply(status, ""));
+        let stub = StubServer::start(move |_| reply(status, ""));
         let message = credentials_message(provider_for(&stub).provide_credentials().unwrap_err());
         assert!(
             message.starts_with("instance metadata (IMDS): "),
@@ -1117,7 +995,7 @@ fn imds_errors() {
     }
 
     // No role attached: "no credentials", which lets the chain say so.
-    let no_role = Stub::start(|r| match r.method.as_str() {
+    let no_role = StubServer::start(|r| match r.method.as_str() {
         "PUT" => reply(200, "t"),
         _ => reply(404, ""),
     });
@@ -1125,7 +1003,7 @@ fn imds_errors() {
     assert!(message.contains("no IAM role"), "{message}");
 
     // A failed credentials document names IMDS's code.
-    let failing = Stub::start(|r| match (r.method.as_str(), r.path.as_str()) {
+    let failing = StubServer::start(|r| match (r.method.as_str(), r.path.as_str()) {
         ("PUT", _) => reply(200, "t"),
         (_, "/latest/meta-data/iam/security-credentials/") => reply(200, "role"),
         _ => reply(
@@ -1142,7 +1020,7 @@ fn imds_errors() {
     // 5xx is retried once.
     let flaky = Arc::new(AtomicU32::new(0));
     let counter = flaky.clone();
-    let stub = Stub::start(move |r| match (r.method.as_str(), r.path.as_str()) {
+    let stub = StubServer::start(move |r| match (r.method.as_str(), r.path.as_str()) {
         ("PUT", _) if counter.fetch_add(1, Ordering::SeqCst) == 0 => reply(503, "busy"),
         ("PUT", _) => reply(200, "t"),
         (_, "/latest/meta-data/iam/security-credentials/") => reply(200, "role"),
@@ -1161,7 +1039,7 @@ fn imds_errors() {
     let env = env_with(
         &home,
         &[
-            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", untouched.url.as_str()),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", untouched.url()),
             ("AWS_EC2_METADATA_DISABLED", "TRUE"),
         ],
     );

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope};
@@ -16,35 +15,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// (when received, shard, payload) across all consumers, until `total`.
 fn drain_timed(consumers: &[&Consumer], total: usize) -> Vec<(Instant, String, String)> {
-    let received = AtomicUsize::new(0);
-    let deadline = Instant::now() + WAIT;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = consumers
-            .iter()
-            .map(|consumer| {
-                let received = &received;
-                scope.spawn(move || {
-                    let mut mine = Vec::new();
-                    while received.load(Ordering::SeqCst) < total && Instant::now() < deadline {
-                        if let Some(r) = consumer.next_timeout(Duration::from_millis(100)).unwrap()
-                        {
-                            received.fetch_add(1, Ordering::SeqCst);
-                            mine.push((
-                                Instant::now(),
-                                r.shard_id.to_string(),
-                                String::from_utf8(r.data).unwrap(),
-                            ));
-                        }
-                    }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    })
+    drain(consumers, total, WAIT)
+        .into_iter()
+        .flatten()
+        .map(|(at, r)| {
+            (
+                at,
+                r.shard_id.to_string(),
+                String::from_utf8(r.data).unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn split_in_half(kinesis: &KinesisClient, stream: &StreamRef, shard: &Shard) {

@@ -74,6 +74,9 @@ pub(crate) fn run(context: Arc<Context>) {
 
 /// One discovery and balancing pass.
 pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> Result<()> {
+    // Taken before the table is read: a tenure released after this cannot
+    // look like a lease handed to us.
+    let owned = context.owned_shards();
     let shards = context.kinesis.list_shards(&context.stream, None)?;
     let mut leases = context.checkpointer.leases(&context.scope)?;
     let known: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
@@ -107,7 +110,6 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
 
     let ready = ready_leases(&shards, &leases);
     let me = context.owner.as_str();
-    let owned = context.owned_shards();
     let owned_ids: HashSet<&str> = owned.iter().map(|s| &*s.shard_id).collect();
 
     // Leases handed to us, or ours from the table's point of view.

@@ -180,17 +180,13 @@ impl<'a> Fetcher<'a> {
     /// Sends the records gathered so far as one channel item.
     fn send_chunk(&self, chunk: &mut Vec<Record>) -> bool {
         let records = std::mem::replace(chunk, Vec::with_capacity(self.context.chunk_size));
-        let count = records.len() as u64;
-        let sent = self
-            .context
-            .deliver(Item::Records(self.shard.clone(), records), self.shard);
-        if sent {
-            self.shard
-                .counters
-                .records
-                .fetch_add(count, Ordering::Relaxed);
-        }
-        sent
+        // Counted before sending, so stats never lag behind what the caller got.
+        self.shard
+            .counters
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.context
+            .deliver(Item::Records(self.shard.clone(), records), self.shard)
     }
 
     fn user_records(&self, record: kinesis::Record) -> Vec<Record> {

@@ -4,6 +4,8 @@
 //! everything at close. It never touches the caller's thread or the fetchers.
 
 use std::panic::AssertUnwindSafe;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +26,9 @@ const WRITE_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_secs(5),
 };
 
-pub(crate) fn run(context: Arc<Context>) {
-    while context.sleep(TICK) {
+/// Runs until `stop` is disconnected, then releases every owned lease.
+pub(crate) fn run(context: Arc<Context>, stop: Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
         let tick = std::panic::catch_unwind(AssertUnwindSafe(|| {
             for shard in context.owned_shards() {
                 keep(&context, &shard);
@@ -41,6 +44,32 @@ pub(crate) fn run(context: Arc<Context>) {
     }
     for shard in context.owned_shards() {
         release_at_close(&context, &shard);
+    }
+    release_unclaimed(&context);
+}
+
+/// At close, leases the table gives this consumer without a tenure here (a
+/// hand-over that arrived after the last discovery) are released too, so
+/// nobody waits for them to expire.
+fn release_unclaimed(context: &Context) {
+    let leases = match context.checkpointer.leases(&context.scope) {
+        Ok(leases) => leases,
+        Err(error) => {
+            log::warn!("could not list leases at close: {error}");
+            return;
+        }
+    };
+    for lease in leases.iter().filter(|l| l.is_owned_by(&context.owner)) {
+        match context
+            .checkpointer
+            .release(&context.scope, lease, None, None)
+        {
+            Ok(()) => log::info!(
+                "lease released: shard {} (handed over at close)",
+                lease.shard_id
+            ),
+            Err(error) => log::warn!("shard {}: release failed: {error}", lease.shard_id),
+        }
     }
 }
 

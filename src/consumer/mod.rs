@@ -357,15 +357,25 @@ impl ConsumerBuilder {
             shards: Mutex::new(HashMap::new()),
         });
         log::info!("consumer {} starting on {}", context.owner, context.stream);
-        let spawn = |name: &str, body: fn(Arc<Context>)| {
-            let context = context.clone();
+        let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.to_owned())
-                .spawn(move || body(context))
+                .spawn(body)
                 .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))
         };
-        let keeper = spawn("kcheck-keeper", keeper::run)?;
-        let coordinator = spawn("kcheck-coordinator", coordinator::run)?;
+        // The keeper has its own stop signal: its final releases must run
+        // after the coordinator has stopped taking leases.
+        let (keeper_stop, keeper_stopped) = crossbeam_channel::bounded(0);
+        let keeper_context = context.clone();
+        let keeper = spawn(
+            "kcheck-keeper",
+            Box::new(move || keeper::run(keeper_context, keeper_stopped)),
+        )?;
+        let coordinator_context = context.clone();
+        let coordinator = spawn(
+            "kcheck-coordinator",
+            Box::new(move || coordinator::run(coordinator_context)),
+        )?;
         Ok(Consumer {
             context,
             receiver,
@@ -373,6 +383,7 @@ impl ConsumerBuilder {
             caller: Mutex::new(CallerState::default()),
             threads: Mutex::new(Some(Threads {
                 shutdown: shutdown_sender,
+                keeper_stop,
                 keeper,
                 coordinator,
             })),
@@ -382,6 +393,7 @@ impl ConsumerBuilder {
 
 struct Threads {
     shutdown: Sender<()>,
+    keeper_stop: Sender<()>,
     keeper: JoinHandle<()>,
     coordinator: JoinHandle<()>,
 }
@@ -663,6 +675,7 @@ impl Consumer {
         for shard in shards {
             join_fetcher(&shard);
         }
+        drop(threads.keeper_stop);
         let keeper = threads.keeper.join();
         while self.receiver.try_recv().is_ok() {}
         keeper.map_err(|_| Error::Config("the lease keeper thread panicked".into()))

@@ -2,7 +2,7 @@
 //! and clients pointed at them.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -138,4 +138,37 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
     condition()
+}
+
+/// Runs every consumer on its own thread until `total` records arrived
+/// between them (or `timeout` passed); returns what each one received, with
+/// when it arrived.
+pub fn drain(
+    consumers: &[&Consumer],
+    total: usize,
+    timeout: Duration,
+) -> Vec<Vec<(Instant, Record)>> {
+    let received = AtomicUsize::new(0);
+    let deadline = Instant::now() + timeout;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = consumers
+            .iter()
+            .map(|consumer| {
+                let received = &received;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while received.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+                        if let Some(record) =
+                            consumer.next_timeout(Duration::from_millis(100)).unwrap()
+                        {
+                            received.fetch_add(1, Ordering::SeqCst);
+                            mine.push((Instant::now(), record));
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
