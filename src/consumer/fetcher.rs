@@ -161,17 +161,14 @@ impl<'a> Fetcher<'a> {
         let chunk_size = self.context.chunk_size;
         let mut chunk = Vec::with_capacity(chunk_size);
         for record in records {
-            for user in self.user_records(record) {
-                if skip_through
-                    .as_ref()
-                    .is_some_and(|done| covers(done, &user))
-                {
-                    continue;
-                }
-                chunk.push(user);
-                if chunk.len() == chunk_size && !self.send_chunk(&mut chunk) {
-                    return false;
-                }
+            let before = chunk.len();
+            self.split_into(record, &mut chunk);
+            if let Some(done) = &skip_through {
+                let added = chunk.split_off(before);
+                chunk.extend(added.into_iter().filter(|user| !covers(done, user)));
+            }
+            if chunk.len() >= chunk_size && !self.send_chunk(&mut chunk) {
+                return false;
             }
         }
         chunk.is_empty() || self.send_chunk(&mut chunk)
@@ -189,33 +186,32 @@ impl<'a> Fetcher<'a> {
             .deliver(Item::Records(self.shard.clone(), records), self.shard)
     }
 
-    fn user_records(&self, record: kinesis::Record) -> Vec<Record> {
-        let shard_id = self.shard.shard_id.clone();
+    /// Appends the user records of one Kinesis record (one, or the
+    /// contents of a KPL aggregate) to `out`.
+    fn split_into(&self, record: kinesis::Record, out: &mut Vec<Record>) {
+        let shard_id = &self.shard.shard_id;
         let tenure_id = self.shard.id;
         match deaggregate(&record.data) {
-            Some(users) => users
-                .into_iter()
-                .map(|user| Record {
-                    data: user.data,
-                    partition_key: user.partition_key,
-                    sequence_number: record.sequence_number.clone(),
-                    sub_sequence_number: user.sub_sequence_number,
-                    shard_id: shard_id.clone(),
-                    approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-                    explicit_hash_key: user.explicit_hash_key,
-                    tenure_id,
-                })
-                .collect(),
-            None => vec![Record {
+            Some(users) => out.extend(users.into_iter().map(|user| Record {
+                data: user.data,
+                partition_key: user.partition_key,
+                sequence_number: record.sequence_number.clone(),
+                sub_sequence_number: user.sub_sequence_number,
+                shard_id: shard_id.clone(),
+                approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+                explicit_hash_key: user.explicit_hash_key,
+                tenure_id,
+            })),
+            None => out.push(Record {
                 data: record.data,
                 partition_key: record.partition_key,
                 sequence_number: record.sequence_number,
                 sub_sequence_number: 0,
-                shard_id,
+                shard_id: shard_id.clone(),
                 approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                 explicit_hash_key: record.explicit_hash_key,
                 tenure_id,
-            }],
+            }),
         }
     }
 

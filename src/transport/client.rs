@@ -3,6 +3,7 @@
 //! SigV4 on every attempt, a capped response body, AWS errors parsed into
 //! [`Error::Service`] and retries decided by [`Error::is_retryable`].
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -152,16 +153,19 @@ impl JsonClient {
             .run(request)
             .map_err(|e| transport_error(e.to_string()))?;
         let status = response.status().as_u16();
-        let bytes = response
+        let limit = inner.max_response_bytes;
+        // Sized from Content-Length up front: a 14 MB GetRecords body is
+        // then read without repeated reallocation and copying.
+        let expected = response.body().content_length().unwrap_or(0).min(limit);
+        let mut bytes = Vec::with_capacity(expected as usize);
+        response
             .body_mut()
             .with_config()
-            .limit(inner.max_response_bytes)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => Error::ResponseTooLarge {
-                    operation,
-                    limit: inner.max_response_bytes,
-                },
+            .limit(limit)
+            .reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| match ureq::Error::from(e) {
+                ureq::Error::BodyExceedsLimit(_) => Error::ResponseTooLarge { operation, limit },
                 other => transport_error(format!("reading the response body: {other}")),
             })?;
         Ok((status, bytes))
