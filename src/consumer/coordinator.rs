@@ -112,16 +112,24 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
     let me = context.owner.as_str();
     let owned_ids: HashSet<&str> = owned.iter().map(|s| &*s.shard_id).collect();
 
-    // Leases handed to us, or ours from the table's point of view.
+    // Leases handed to us (or still ours in the table after this consumer
+    // stopped them itself). A renewal proves they are ours before any
+    // record is read: a lease given up by self-fencing may already be
+    // someone else's.
     for lease in ready
         .iter()
         .filter(|l| l.is_owned_by(me) && !owned_ids.contains(l.shard_id.as_str()))
     {
-        start(context, (*lease).clone(), &shards);
-        context
-            .counters
-            .handoffs_received
-            .fetch_add(1, Ordering::Relaxed);
+        match context.checkpointer.renew(&context.scope, lease) {
+            Ok(renewed) => {
+                start(context, renewed, &shards);
+                context
+                    .counters
+                    .handoffs_received
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => log::info!("shard {}: not resumed: {error}", lease.shard_id),
+        }
     }
     // Hand-over requests seen in the table reach the keeper at once.
     for lease in leases
