@@ -12,10 +12,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
 
 echo "== header drift"
 git diff --exit-code -- include/kcheck.h || {
     echo "include/kcheck.h differs from the committed header: commit the regenerated header" >&2
     exit 1
 }
+
+# One closing line for all test binaries together.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
