@@ -71,9 +71,6 @@ pub enum Error {
         /// The shard whose lease was lost.
         shard_id: String,
     },
-    /// The consumer was closed.
-    #[error("the consumer is closed")]
-    Closed,
     /// A bug in kcheck (a panic caught at a thread or ABI boundary).
     #[error("internal error: {0}")]
     Internal(String),
@@ -94,7 +91,6 @@ impl Error {
             | Error::Config(_)
             | Error::Timeout(_)
             | Error::LeaseLost { .. }
-            | Error::Closed
             | Error::Internal(_) => false,
         }
     }

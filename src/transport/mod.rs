@@ -149,13 +149,18 @@ impl AwsConfig {
         region_name: Option<&str>,
         endpoint_url: Option<&str>,
     ) -> Result<AwsConfig> {
-        let mut config = match base {
-            Some(config) => config,
-            None => AwsConfig::builder().build()?,
+        let mut config = match (base, region_name) {
+            (Some(mut config), region) => {
+                if let Some(region) = region {
+                    config.region = region::resolve(Some(region), &config.env)?;
+                }
+                config
+            }
+            // The default credential chain (STS for web identity) then uses
+            // the caller's region too.
+            (None, Some(region)) => AwsConfig::builder().region(region).build()?,
+            (None, None) => AwsConfig::builder().build()?,
         };
-        if let Some(region) = region_name {
-            config.region = region::resolve(Some(region), &config.env)?;
-        }
         if let Some(url) = endpoint_url {
             config = config.with_endpoint_url(Some(url))?;
         }
