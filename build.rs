@@ -10,6 +10,17 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.toml");
 
+    // SONAME libkcheck.so.<ABI version>, from the constant the library reports.
+    let ffi = std::fs::read_to_string(root.join("src/ffi/mod.rs")).expect("src/ffi/mod.rs");
+    let abi = ffi
+        .lines()
+        .find_map(|line| line.strip_prefix("pub const KCHECK_ABI_VERSION: u32 = "))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .expect("src/ffi/mod.rs defines KCHECK_ABI_VERSION");
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkcheck.so.{abi}");
+    }
+
     let version = |part: &str| env::var(format!("CARGO_PKG_VERSION_{part}")).expect("version");
     let version_macros = format!(
         "#define KCHECK_VERSION \"{}\"\n#define KCHECK_VERSION_MAJOR {}\n#define KCHECK_VERSION_MINOR {}\n#define KCHECK_VERSION_PATCH {}",
@@ -34,8 +45,11 @@ fn main() {
         ..Default::default()
     };
     config.enumeration.prefix_with_name = true;
+    // Enums passed as uint32_t are not referenced by a signature; list them.
+    config.export.include = vec!["kcheck_initial_position".into(), "kcheck_log_level".into()];
     config.enumeration.rename_variants = cbindgen::RenameRule::ScreamingSnakeCase;
 
+    // cbindgen follows the `mod` declarations of src/ffi/mod.rs.
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("src/ffi/mod.rs"))

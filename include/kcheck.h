@@ -16,9 +16,225 @@
 
 /**
  * Version of the C ABI. It changes only when a function is removed or its
- * signature changes; adding functions keeps it.
+ * signature changes; adding functions keeps it. The library's SONAME is
+ * `libkcheck.so.<this number>`.
  */
 #define KCHECK_ABI_VERSION 1
+
+/**
+ * What a kcheck function reports. The numbers are fixed and append-only: a
+ * retired number stays reserved. Functions return it as `uint32_t`-sized
+ * values; compare with the constants, never assume the list is complete.
+ */
+enum kcheck_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Success.
+   */
+  KCHECK_STATUS_OK = 0,
+  /**
+   * An argument is NULL where a value is required, or out of range.
+   */
+  KCHECK_STATUS_INVALID_ARGUMENT = 1,
+  /**
+   * A string argument is not valid UTF-8.
+   */
+  KCHECK_STATUS_INVALID_UTF8 = 2,
+  /**
+   * The wait ended before a result: no record within the timeout, or an
+   * operation's deadline passed. Not a failure for `kcheck_consumer_next`.
+   */
+  KCHECK_STATUS_TIMED_OUT = 3,
+  /**
+   * The consumer is closed: no record will come.
+   */
+  KCHECK_STATUS_CLOSED = 4,
+  /**
+   * `idle_timeout` passed without a record: iteration is over, the
+   * consumer is still open.
+   */
+  KCHECK_STATUS_IDLE_TIMEOUT = 5,
+  /**
+   * An option or parameter is invalid (the message names it).
+   */
+  KCHECK_STATUS_INVALID_CONFIG = 6,
+  /**
+   * The shard's lease belongs to another consumer now; its checkpoint was
+   * refused.
+   */
+  KCHECK_STATUS_LEASE_LOST = 7,
+  /**
+   * Kinesis or DynamoDB answered with an error (the message has its code).
+   */
+  KCHECK_STATUS_SERVICE_ERROR = 8,
+  /**
+   * A request could not reach the service.
+   */
+  KCHECK_STATUS_TRANSPORT_ERROR = 9,
+  /**
+   * No usable AWS credentials.
+   */
+  KCHECK_STATUS_CREDENTIALS_ERROR = 10,
+  /**
+   * A service answered with a body kcheck could not read.
+   */
+  KCHECK_STATUS_MALFORMED_RESPONSE = 11,
+  /**
+   * An internal error of kcheck.
+   */
+  KCHECK_STATUS_INTERNAL_ERROR = 12,
+  /**
+   * kcheck panicked inside this call; the handle is now poisoned.
+   */
+  KCHECK_STATUS_PANIC = 13,
+  /**
+   * The handle is unusable after an earlier panic; free it.
+   */
+  KCHECK_STATUS_POISONED = 14,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_status kcheck_status;
+#else
+typedef uint32_t kcheck_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where shards without a checkpoint start; see
+ * `kcheck_consumer_builder_set_initial_position`.
+ */
+enum kcheck_initial_position
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The oldest retained record (the default).
+   */
+  KCHECK_INITIAL_POSITION_TRIM_HORIZON = 0,
+  /**
+   * Only records written after the consumer starts.
+   */
+  KCHECK_INITIAL_POSITION_LATEST = 1,
+  /**
+   * Records that arrived at or after a given time.
+   */
+  KCHECK_INITIAL_POSITION_AT_TIMESTAMP = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_initial_position kcheck_initial_position;
+#else
+typedef uint32_t kcheck_initial_position;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Log levels, from most to least severe.
+ */
+enum kcheck_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No records (as `max_level`: logging off).
+   */
+  KCHECK_LOG_LEVEL_OFF = 0,
+  KCHECK_LOG_LEVEL_ERROR = 1,
+  KCHECK_LOG_LEVEL_WARN = 2,
+  KCHECK_LOG_LEVEL_INFO = 3,
+  KCHECK_LOG_LEVEL_DEBUG = 4,
+  KCHECK_LOG_LEVEL_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_log_level kcheck_log_level;
+#else
+typedef uint32_t kcheck_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Records returned together by `kcheck_consumer_next_batch`.
+ */
+typedef struct kcheck_batch kcheck_batch;
+
+/**
+ * A lease and checkpoint store, shared by the consumers given it.
+ */
+typedef struct kcheck_checkpointer kcheck_checkpointer;
+
+/**
+ * Parameters of a checkpointer being built.
+ */
+typedef struct kcheck_checkpointer_builder kcheck_checkpointer_builder;
+
+/**
+ * A running consumer.
+ */
+typedef struct kcheck_consumer kcheck_consumer;
+
+/**
+ * Options of a consumer being built.
+ */
+typedef struct kcheck_consumer_builder kcheck_consumer_builder;
+
+/**
+ * One record returned by `kcheck_consumer_next`, or borrowed from a batch.
+ */
+typedef struct kcheck_record kcheck_record;
+
+/**
+ * Receives one log record: `level` is a `kcheck_log_level`, `target` the
+ * kcheck module (e.g. "kcheck::consumer::keeper"), `message` the text. Both
+ * strings are NUL-terminated and valid only during the call.
+ */
+typedef void (*kcheck_log_callback)(void *user_data,
+                                    uint32_t level,
+                                    const char *target,
+                                    const char *message);
+
+/**
+ * A record's fields, borrowed from the record: valid until the record (or
+ * its batch) is freed. Strings are UTF-8 and NOT NUL-terminated: use the
+ * lengths. This struct is frozen: new fields come with new functions.
+ */
+typedef struct {
+  /**
+   * The payload.
+   */
+  const uint8_t *data;
+  size_t data_len;
+  const char *partition_key;
+  size_t partition_key_len;
+  /**
+   * The Kinesis sequence number (of the aggregate, for KPL user records),
+   * in decimal digits.
+   */
+  const char *sequence_number;
+  size_t sequence_number_len;
+  /**
+   * Index inside a KPL aggregate; 0 for plain records.
+   */
+  uint64_t sub_sequence_number;
+  const char *shard_id;
+  size_t shard_id_len;
+  /**
+   * When Kinesis accepted the record, in milliseconds since the Unix
+   * epoch; -1 when unknown.
+   */
+  int64_t approximate_arrival_timestamp_ms;
+  /**
+   * The explicit hash key; NULL (and length 0) when the producer set none.
+   */
+  const char *explicit_hash_key;
+  size_t explicit_hash_key_len;
+} kcheck_record_fields;
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,6 +254,563 @@ const char *kcheck_version(void);
  * Thread safety: may be called from any thread at any time.
  */
 uint32_t kcheck_abi_version(void);
+
+/**
+ * The text of the last failure on this thread; empty when none.
+ *
+ * Valid until the next failing kcheck call on the same thread.
+ *
+ * Thread safety: each thread has its own last error.
+ */
+const char *kcheck_last_error_message(void);
+
+/**
+ * Frees a string that kcheck returned (e.g. from
+ * `kcheck_consumer_stats_json`). NULL does nothing.
+ *
+ * # Safety
+ * `text` is NULL or a string returned by kcheck and not yet freed.
+ *
+ * Thread safety: any thread, once no other thread uses the string.
+ */
+void kcheck_string_free(char *text);
+
+/**
+ * Starts a DynamoDB checkpointer for consumer group `name` (seed 000's
+ * DynamoDBCheckPointer). Defaults: table `kinesis-checkpoints-{name}`,
+ * session timeout 60 s, heartbeat every 15 s, automatic checkpoints,
+ * table created when missing, region from the environment, TTL 24 h.
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_checkpointer_builder_new_dynamodb(const char *name,
+                                                       kcheck_checkpointer_builder **out);
+
+/**
+ * Starts an in-process checkpointer (seed 000's MemoryCheckPointer):
+ * consumers given the same one share its leases.
+ *
+ * # Safety
+ * `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_checkpointer_builder_new_memory(kcheck_checkpointer_builder **out);
+
+/**
+ * A lease seen unchanged this long is dead, and an owner that could not
+ * renew for this long stops the shard itself [60 000 ms].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_session_timeout_ms(kcheck_checkpointer_builder *builder,
+                                                                 uint64_t milliseconds);
+
+/**
+ * How often owned leases are renewed [15 000 ms]; shorter than the session
+ * timeout.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_heartbeat_frequency_ms(kcheck_checkpointer_builder *builder,
+                                                                     uint64_t milliseconds);
+
+/**
+ * 1: processed records are checkpointed automatically [default]; 0: only
+ * `kcheck_consumer_checkpoint*` writes, and close writes nothing pending.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_auto_checkpoint(kcheck_checkpointer_builder *builder,
+                                                              uint32_t enabled);
+
+/**
+ * The DynamoDB table [`kinesis-checkpoints-{name}`]; groups may share one.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `table_name` is NULL or a
+ * NUL-terminated string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_table_name(kcheck_checkpointer_builder *builder,
+                                                         const char *table_name);
+
+/**
+ * 1: create the table when missing [default]; 0: a missing table is an
+ * error naming it.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_create_table(kcheck_checkpointer_builder *builder,
+                                                           uint32_t enabled);
+
+/**
+ * The DynamoDB endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_endpoint_url(kcheck_checkpointer_builder *builder,
+                                                           const char *url);
+
+/**
+ * The DynamoDB region [AWS_DEFAULT_REGION, the profile, or us-east-1].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `region` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_region_name(kcheck_checkpointer_builder *builder,
+                                                          const char *region);
+
+/**
+ * Hours after its last write that DynamoDB's TTL may delete an item [24].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_ttl_hours(kcheck_checkpointer_builder *builder,
+                                                        uint32_t hours);
+
+/**
+ * Consumes the builder, whether or not it succeeds, and makes the
+ * checkpointer (free it with `kcheck_checkpointer_free`). The DynamoDB
+ * table is checked, or created, when a consumer starts.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards; `out` is NULL
+ * or writable.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+kcheck_status kcheck_checkpointer_builder_build(kcheck_checkpointer_builder *builder,
+                                                kcheck_checkpointer **out);
+
+/**
+ * Frees a builder that was not built. NULL does nothing.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+void kcheck_checkpointer_builder_free(kcheck_checkpointer_builder *builder);
+
+/**
+ * Frees a checkpointer. Consumers built with it keep their own reference,
+ * so it may be freed right after `kcheck_consumer_builder_set_checkpointer`.
+ * NULL does nothing.
+ *
+ * # Safety
+ * `checkpointer` is NULL or a live checkpointer, not used afterwards.
+ *
+ * Thread safety: no other call may use the checkpointer at the same time.
+ */
+void kcheck_checkpointer_free(kcheck_checkpointer *checkpointer);
+
+/**
+ * Starts a consumer of `stream_name` (a stream name or ARN) with the
+ * defaults: an in-process checkpointer, TRIM_HORIZON, 10 000 records per
+ * GetRecords and in the queue, every shard, no idle timeout.
+ *
+ * # Safety
+ * `stream_name` is NULL or a NUL-terminated string; `out` is NULL or
+ * writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_consumer_builder_new(const char *stream_name, kcheck_consumer_builder **out);
+
+/**
+ * The lease and checkpoint store. The consumer keeps its own reference:
+ * the caller still frees `checkpointer`. Give the same checkpointer to
+ * several consumers to share its leases (a memory checkpointer in one
+ * process, or a DynamoDB one).
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `checkpointer` is NULL or live.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_checkpointer(kcheck_consumer_builder *builder,
+                                                       const kcheck_checkpointer *checkpointer);
+
+/**
+ * Where shards without a checkpoint start: a `kcheck_initial_position`
+ * value; `timestamp_ms` (milliseconds since the Unix epoch) is read only
+ * for `KCHECK_INITIAL_POSITION_AT_TIMESTAMP` [TRIM_HORIZON].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_initial_position(kcheck_consumer_builder *builder,
+                                                           uint32_t position,
+                                                           int64_t timestamp_ms);
+
+/**
+ * Records per GetRecords call, 1 to 10 000 [10 000].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_record_limit(kcheck_consumer_builder *builder,
+                                                       uint32_t limit);
+
+/**
+ * Records buffered between the fetch threads and the caller; a full queue
+ * pauses fetching [10 000].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_max_queue_size(kcheck_consumer_builder *builder,
+                                                         size_t size);
+
+/**
+ * The most shards this consumer holds at once [all].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_max_shard_consumers(kcheck_consumer_builder *builder,
+                                                              size_t max);
+
+/**
+ * After this long without a record, `kcheck_consumer_next` returns
+ * `KCHECK_STATUS_IDLE_TIMEOUT` [never].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_idle_timeout_ms(kcheck_consumer_builder *builder,
+                                                          uint64_t milliseconds);
+
+/**
+ * Automatic checkpoints are written at most this often per shard
+ * [5 000 ms]; always at close, shard end and hand-over.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_checkpoint_interval_ms(kcheck_consumer_builder *builder,
+                                                                 uint64_t milliseconds);
+
+/**
+ * How often shards and leases are discovered and balanced [5 000 ms].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_discovery_interval_ms(kcheck_consumer_builder *builder,
+                                                                uint64_t milliseconds);
+
+/**
+ * The pause between GetRecords calls of a shard with no new records
+ * [1 000 ms].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_idle_poll_interval_ms(kcheck_consumer_builder *builder,
+                                                                uint64_t milliseconds);
+
+/**
+ * The Kinesis endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_endpoint_url(kcheck_consumer_builder *builder,
+                                                       const char *url);
+
+/**
+ * The Kinesis region [AWS_DEFAULT_REGION, the profile, or us-east-1].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `region` is NULL or a
+ * NUL-terminated string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_region_name(kcheck_consumer_builder *builder,
+                                                      const char *region);
+
+/**
+ * Consumes the builder, whether or not it succeeds, and starts the
+ * consumer: checks the options, prepares the checkpointer (creating its
+ * table if configured), checks the stream, and starts the threads. Free
+ * the consumer with `kcheck_consumer_free`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards; `out` is NULL
+ * or writable.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+kcheck_status kcheck_consumer_builder_build(kcheck_consumer_builder *builder,
+                                            kcheck_consumer **out);
+
+/**
+ * Frees a builder that was not built. NULL does nothing.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+void kcheck_consumer_builder_free(kcheck_consumer_builder *builder);
+
+/**
+ * The next record, waiting at most `timeout_ms`. Returns
+ * `KCHECK_STATUS_OK` with a record to free with `kcheck_record_free`, or
+ * without touching `out`: `KCHECK_STATUS_TIMED_OUT` (try again),
+ * `KCHECK_STATUS_CLOSED` (the consumer was closed),
+ * `KCHECK_STATUS_IDLE_TIMEOUT` (idle_timeout passed), or an error that
+ * stops consumption (e.g. access denied, a deleted stream). In automatic
+ * mode, each call acknowledges the records returned before it.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer; `out` is NULL or writable.
+ *
+ * Thread safety: one thread may wait here while others call checkpoint,
+ * stats or close; `kcheck_consumer_close` from another thread wakes it
+ * with `KCHECK_STATUS_CLOSED`. Concurrent next calls take turns.
+ */
+kcheck_status kcheck_consumer_next(const kcheck_consumer *consumer,
+                                   uint64_t timeout_ms,
+                                   kcheck_record **out);
+
+/**
+ * Up to `max_records` records in one batch (free it with
+ * `kcheck_batch_free`): waits at most `timeout_ms` for the first, then
+ * takes what is already buffered. Statuses as for `kcheck_consumer_next`;
+ * an OK batch holds at least one record. In automatic mode, each call
+ * acknowledges every record returned before it.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer; `out` is NULL or writable.
+ *
+ * Thread safety: as `kcheck_consumer_next`.
+ */
+kcheck_status kcheck_consumer_next_batch(const kcheck_consumer *consumer,
+                                         size_t max_records,
+                                         uint64_t timeout_ms,
+                                         kcheck_batch **out);
+
+/**
+ * Checkpoints, for every shard, the last record returned: asserts that
+ * everything returned so far is processed. A shard whose lease was lost
+ * gives `KCHECK_STATUS_LEASE_LOST` after the others are written.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer.
+ *
+ * Thread safety: any thread, also while another waits in next.
+ */
+kcheck_status kcheck_consumer_checkpoint(const kcheck_consumer *consumer);
+
+/**
+ * Checkpoints up to and including `record`, which this consumer returned
+ * (alone or in a batch). `KCHECK_STATUS_LEASE_LOST` when its shard's lease
+ * was lost since.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer; `record` is NULL or a live record.
+ *
+ * Thread safety: any thread, also while another waits in next.
+ */
+kcheck_status kcheck_consumer_checkpoint_record(const kcheck_consumer *consumer,
+                                                const kcheck_record *record);
+
+/**
+ * The consumer's figures as a JSON object (owner, stream, per-shard
+ * positions, lag and counters, lease and checkpoint counters); free it with
+ * `kcheck_string_free`.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread, also while another waits in next.
+ */
+kcheck_status kcheck_consumer_stats_json(const kcheck_consumer *consumer, char **out);
+
+/**
+ * This consumer's owner id in the lease table, valid until
+ * `kcheck_consumer_free`; NULL when `consumer` is NULL.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer.
+ *
+ * Thread safety: any thread.
+ */
+const char *kcheck_consumer_owner_id(const kcheck_consumer *consumer);
+
+/**
+ * Stops fetching, writes the final checkpoints (automatic mode), releases
+ * the leases so other consumers take them at once, and joins the threads.
+ * Idempotent: a second close returns OK.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer.
+ *
+ * Thread safety: any thread; wakes a thread waiting in next, which returns
+ * `KCHECK_STATUS_CLOSED`.
+ */
+kcheck_status kcheck_consumer_close(const kcheck_consumer *consumer);
+
+/**
+ * Closes the consumer (see `kcheck_consumer_close`) and frees it. NULL does
+ * nothing.
+ *
+ * # Safety
+ * `consumer` is NULL or a live consumer, not used afterwards.
+ *
+ * Thread safety: no other call may use the consumer at the same time.
+ */
+void kcheck_consumer_free(kcheck_consumer *consumer);
+
+/**
+ * Sends kcheck's log records up to `max_level` (a `kcheck_log_level`) to
+ * `callback` with `user_data`; a NULL callback or `KCHECK_LOG_LEVEL_OFF`
+ * stops logging. Records at WARN and above report lease losses, refused
+ * checkpoints and failing requests; INFO adds lease gains, releases,
+ * hand-overs and resharding; DEBUG adds retries.
+ *
+ * Fails with `KCHECK_STATUS_INTERNAL_ERROR` when another Rust logger is
+ * already installed in the process (only possible when kcheck is linked
+ * as a Rust library).
+ *
+ * # Safety
+ * `callback`, when not NULL, must be safe to call with `user_data` from any
+ * thread, concurrently, until it is replaced: calls already under way may
+ * finish after this function returns.
+ *
+ * Thread safety: any thread; the callback runs on kcheck's threads and on
+ * the caller's.
+ */
+kcheck_status kcheck_set_log_callback(kcheck_log_callback callback,
+                                      void *user_data,
+                                      uint32_t max_level);
+
+/**
+ * Writes the record's fields to `out`.
+ *
+ * # Safety
+ * `record` is NULL or a live record; `out` is NULL or writable.
+ *
+ * Thread safety: any thread; records are immutable.
+ */
+kcheck_status kcheck_record_get_fields(const kcheck_record *record, kcheck_record_fields *out);
+
+/**
+ * Frees a record returned by `kcheck_consumer_next`. Never free a record
+ * borrowed from a batch. NULL does nothing.
+ *
+ * # Safety
+ * `record` is NULL or a record from `kcheck_consumer_next`, not used
+ * afterwards.
+ *
+ * Thread safety: once no other thread uses the record.
+ */
+void kcheck_record_free(kcheck_record *record);
+
+/**
+ * The number of records in the batch; 0 for NULL.
+ *
+ * # Safety
+ * `batch` is NULL or a live batch.
+ *
+ * Thread safety: any thread; batches are immutable.
+ */
+size_t kcheck_batch_len(const kcheck_batch *batch);
+
+/**
+ * The record at `index`, borrowed from the batch (valid until
+ * `kcheck_batch_free`); NULL when `batch` is NULL or `index` is out of range.
+ *
+ * # Safety
+ * `batch` is NULL or a live batch.
+ *
+ * Thread safety: any thread; batches are immutable.
+ */
+const kcheck_record *kcheck_batch_get(const kcheck_batch *batch, size_t index);
+
+/**
+ * The fields of every record of the batch at once, as an array of
+ * `*out_len` entries in batch order, valid until `kcheck_batch_free`. Lets
+ * bindings with a costly call boundary read a whole batch in one call.
+ *
+ * # Safety
+ * `batch` is NULL or a live batch; `out_fields` and `out_len` are NULL or
+ * writable.
+ *
+ * Thread safety: any thread; batches are immutable.
+ */
+kcheck_status kcheck_batch_get_fields(const kcheck_batch *batch,
+                                      const kcheck_record_fields **out_fields,
+                                      size_t *out_len);
+
+/**
+ * Frees a batch and every record borrowed from it. NULL does nothing.
+ *
+ * # Safety
+ * `batch` is NULL or a batch from `kcheck_consumer_next_batch`, not used
+ * afterwards.
+ *
+ * Thread safety: once no other thread uses the batch or its records.
+ */
+void kcheck_batch_free(kcheck_batch *batch);
+
+/**
+ * The name of a status code, e.g. "KCHECK_STATUS_LEASE_LOST", as a static
+ * NUL-terminated string; "KCHECK_STATUS_UNKNOWN" for a number this library
+ * does not know.
+ *
+ * Thread safety: may be called from any thread at any time.
+ */
+const char *kcheck_status_name(uint32_t status);
 
 #ifdef __cplusplus
 }  // extern "C"

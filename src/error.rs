@@ -61,6 +61,10 @@ pub enum Error {
     /// A configuration value is missing or invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A call's argument is wrong for this consumer (for example a record it
+    /// never returned).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A bounded wait ran out.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -89,6 +93,7 @@ impl Error {
             Error::ResponseTooLarge { .. }
             | Error::Credentials(_)
             | Error::Config(_)
+            | Error::InvalidArgument(_)
             | Error::Timeout(_)
             | Error::LeaseLost { .. }
             | Error::Internal(_) => false,

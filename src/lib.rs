@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod consumer;
 pub mod dynamodb;
 pub mod error;
-#[allow(unsafe_code)]
+#[allow(unsafe_code, non_camel_case_types)]
 pub mod ffi;
 pub mod kinesis;
 mod random;

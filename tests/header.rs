@@ -1,6 +1,7 @@
-//! The C header pipeline: the committed include/kcheck.h is exactly what
-//! build.rs generates, it compiles as strict C and C++, and the exported
-//! version functions answer.
+//! The C header and the library's ABI: the committed include/kcheck.h is
+//! exactly what build.rs generates and compiles as strict C and C++; the
+//! library exports exactly the committed symbol list, which is exactly the
+//! header's functions; the SONAME carries the ABI version.
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -91,4 +92,85 @@ fn version_functions_answer() {
         kcheck::ffi::kcheck_abi_version(),
         kcheck::ffi::KCHECK_ABI_VERSION
     );
+}
+
+/// The cdylib cargo built beside this test binary (target/<profile>/).
+fn library() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let library = profile_dir.join("libkcheck.so");
+    assert!(library.exists(), "{} not built", library.display());
+    library
+}
+
+fn tool_output(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
+    assert!(output.status.success(), "{program} {args:?} failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Function names declared in the header: `name(` at the start of a
+/// prototype, after the return type.
+fn header_functions() -> Vec<String> {
+    let mut names: Vec<String> = GENERATED
+        .lines()
+        .filter(|line| !line.starts_with(' ') && !line.starts_with('#') && line.contains('('))
+        .filter_map(|line| {
+            let before = &line[..line.find('(')?];
+            let name = before.rsplit([' ', '*']).next()?;
+            name.starts_with("kcheck_").then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn exported_symbols_are_the_committed_list_and_the_header_functions() {
+    let library = library();
+    let listing = tool_output("nm", &["-D", "--defined-only", library.to_str().unwrap()]);
+    let mut exported: Vec<String> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .map(str::to_owned)
+        .collect();
+    exported.sort();
+    let leaked: Vec<&String> = exported
+        .iter()
+        .filter(|s| !s.starts_with("kcheck_"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "symbols without the kcheck_ prefix: {leaked:?}"
+    );
+
+    let committed_path = root().join("tests/abi-symbols.txt");
+    let committed: Vec<String> = std::fs::read_to_string(&committed_path)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let added: Vec<&String> = exported.iter().filter(|s| !committed.contains(s)).collect();
+    let removed: Vec<&String> = committed.iter().filter(|s| !exported.contains(s)).collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "the exported symbols differ from tests/abi-symbols.txt: added {added:?}, removed {removed:?}. \
+         Adding a function: append it to the list. Removing one or changing a signature: \
+         bump KCHECK_ABI_VERSION."
+    );
+    assert_eq!(header_functions(), exported, "header and library disagree");
+}
+
+#[test]
+fn soname_carries_the_abi_version() {
+    let dynamic = tool_output("readelf", &["-d", library().to_str().unwrap()]);
+    let expected = format!(
+        "Library soname: [libkcheck.so.{}]",
+        kcheck::ffi::KCHECK_ABI_VERSION
+    );
+    assert!(dynamic.contains(&expected), "{dynamic}");
 }

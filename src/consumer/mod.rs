@@ -194,6 +194,13 @@ impl Context {
     }
 }
 
+/// `timeout` from now; a timeout too long for the clock waits a year.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 fn join_fetcher(shard: &OwnedShard) {
     if let Some(handle) = shard.fetcher.lock().take() {
         let _ = handle.join();
@@ -361,7 +368,7 @@ impl ConsumerBuilder {
             std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(body)
-                .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))
+                .map_err(|e| Error::Internal(format!("cannot start the {name} thread: {e}")))
         };
         // The keeper has its own stop signal: its final releases must run
         // after the coordinator has stopped taking leases.
@@ -380,7 +387,11 @@ impl ConsumerBuilder {
             context,
             receiver,
             queued: Mutex::new(None),
-            caller: Mutex::new(CallerState::default()),
+            caller: Mutex::new(CallerState {
+                unacknowledged: Vec::new(),
+                delivered_from: HashMap::new(),
+                last_returned: Instant::now(),
+            }),
             threads: Mutex::new(Some(Threads {
                 shutdown: shutdown_sender,
                 keeper_stop,
@@ -399,12 +410,14 @@ struct Threads {
 }
 
 /// What the caller has been given, per tenure.
-#[derive(Default)]
 struct CallerState {
     /// Records returned by the last call, not yet acknowledged.
     unacknowledged: Vec<(Arc<OwnedShard>, Position)>,
     /// Tenures that delivered records to the caller, by shard.
     delivered_from: HashMap<Arc<str>, Arc<OwnedShard>>,
+    /// When a record was last returned (or the consumer started): idle_timeout
+    /// counts from here.
+    last_returned: Instant,
 }
 
 /// Accepts `records[start..]`, all of one tenure: they count as delivered,
@@ -490,7 +503,7 @@ impl Consumer {
         // caller state below stays free for checkpoint() and stats().
         let mut queued = self.queued.lock();
         self.acknowledge(&mut self.caller.lock());
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut records: Vec<Record> = Vec::new();
         while records.len() < max {
             if let Some((tenure, chunk)) = queued.as_mut().filter(|(_, chunk)| !chunk.is_empty()) {
@@ -523,7 +536,28 @@ impl Consumer {
                 }
             }
         }
+        if !records.is_empty() {
+            self.caller.lock().last_returned = Instant::now();
+        }
         Ok(records)
+    }
+
+    /// Whether the consumer is closed (or closing): no record will come.
+    pub fn is_closed(&self) -> bool {
+        self.context.is_closing()
+    }
+
+    /// Whether `idle_timeout` has passed since the last record was returned
+    /// (or since the start): iteration is over.
+    pub fn is_idle(&self) -> bool {
+        self.idle_remaining()
+            .is_some_and(|remaining| remaining.is_zero())
+    }
+
+    /// Time left before `idle_timeout` ends iteration (`None`: no timeout).
+    pub(crate) fn idle_remaining(&self) -> Option<Duration> {
+        let idle = self.context.options.idle_timeout?;
+        Some(idle.saturating_sub(self.caller.lock().last_returned.elapsed()))
     }
 
     fn receive_until(&self, deadline: Instant) -> Option<Item> {
@@ -555,18 +589,15 @@ impl Consumer {
     /// The next record, blocking until one arrives; `None` once closed or
     /// after `idle_timeout` without a record.
     pub fn next_record(&self) -> Option<Result<Record>> {
-        let started = Instant::now();
         loop {
-            let wait = match self.context.options.idle_timeout {
-                Some(idle) => match idle.checked_sub(started.elapsed()) {
-                    Some(remaining) if !remaining.is_zero() => remaining,
-                    _ => return None,
-                },
+            let wait = match self.idle_remaining() {
+                Some(remaining) if remaining.is_zero() => return None,
+                Some(remaining) => remaining,
                 None => Duration::from_secs(3600),
             };
             match self.next_timeout(wait) {
                 Ok(Some(record)) => return Some(Ok(record)),
-                Ok(None) if self.context.is_closing() => return None,
+                Ok(None) if self.is_closed() => return None,
                 Ok(None) => continue,
                 Err(error) => return Some(Err(error)),
             }
@@ -603,7 +634,7 @@ impl Consumer {
             .get(&record.shard_id)
             .cloned();
         let Some(tenure) = tenure else {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "record {} of shard {} was not returned by this consumer",
                 record.position(),
                 record.shard_id
@@ -618,7 +649,7 @@ impl Consumer {
         }
         let delivered = tenure.progress.lock().delivered.clone();
         if delivered.as_ref().is_none_or(|d| record.position() > *d) {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidArgument(format!(
                 "record {} of shard {} was not returned by this consumer",
                 record.position(),
                 record.shard_id
@@ -678,7 +709,7 @@ impl Consumer {
         drop(threads.keeper_stop);
         let keeper = threads.keeper.join();
         while self.receiver.try_recv().is_ok() {}
-        keeper.map_err(|_| Error::Config("the lease keeper thread panicked".into()))
+        keeper.map_err(|_| Error::Internal("the lease keeper thread panicked".into()))
     }
 }
 

@@ -1,11 +1,34 @@
 //! The stable C ABI of kcheck: `extern "C"` functions prefixed `kcheck_`,
-//! opaque handles and status codes. The only module allowed `unsafe`; the
-//! safe Rust API knows nothing of C.
+//! opaque handles and status codes, generated into `include/kcheck.h`. The
+//! only module allowed `unsafe`; the safe Rust API knows nothing of C.
+//!
+//! Conventions: fallible functions return a `kcheck_status` and write their
+//! results through out-params only on success; every `_new` or `_build` has
+//! one `_free`, and `_free(NULL)` does nothing; `kcheck_last_error_message()`
+//! explains the last failure on the calling thread; a panic inside kcheck
+//! returns `KCHECK_STATUS_PANIC` and poisons the handle, never unwinding into
+//! C. Strings are NUL-terminated UTF-8; durations are milliseconds; flags are
+//! 0 or 1.
 
 use std::ffi::c_char;
 
+mod boundary;
+mod checkpointer;
+mod consumer;
+mod log;
+mod record;
+mod status;
+
+pub use boundary::{kcheck_last_error_message, kcheck_string_free};
+pub use checkpointer::*;
+pub use consumer::*;
+pub use log::*;
+pub use record::*;
+pub use status::*;
+
 /// Version of the C ABI. It changes only when a function is removed or its
-/// signature changes; adding functions keeps it.
+/// signature changes; adding functions keeps it. The library's SONAME is
+/// `libkcheck.so.<this number>`.
 pub const KCHECK_ABI_VERSION: u32 = 1;
 
 /// The library version as a static NUL-terminated string, e.g. "0.1.0".
@@ -24,3 +47,6 @@ pub extern "C" fn kcheck_version() -> *const c_char {
 pub extern "C" fn kcheck_abi_version() -> u32 {
     KCHECK_ABI_VERSION
 }
+
+#[cfg(test)]
+mod tests;

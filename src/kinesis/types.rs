@@ -1,7 +1,6 @@
 //! Request and response shapes of the Kinesis Data Streams JSON API.
 //! Responses tolerate absent optional fields; requests send only what is set.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -242,11 +241,21 @@ pub struct PutRecordsOutput {
     pub records: Vec<PutRecordsResultEntry>,
 }
 
+/// Decodes straight from the JSON text: no intermediate String per record.
 fn deserialize_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-    let encoded = Cow::<str>::deserialize(deserializer)?;
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.as_bytes())
-        .map_err(|e| serde::de::Error::custom(format!("Data is not valid base64: {e}")))
+    struct Base64;
+    impl serde::de::Visitor<'_> for Base64 {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a base64 string")
+        }
+        fn visit_str<E: serde::de::Error>(self, encoded: &str) -> Result<Vec<u8>, E> {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|e| E::custom(format!("Data is not valid base64: {e}")))
+        }
+    }
+    deserializer.deserialize_str(Base64)
 }
 
 fn serialize_base64<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {

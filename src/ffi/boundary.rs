@@ -1,0 +1,262 @@
+//! What every exported function shares: the panic boundary, the calling
+//! thread's last error, handle poisoning, and checked arguments.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::status::kcheck_status;
+use crate::error::{panic_message, Error};
+
+/// Why an exported call failed: its status and the text that
+/// `kcheck_last_error_message` returns.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    status: kcheck_status,
+    message: String,
+}
+
+impl Failure {
+    pub fn new(status: kcheck_status, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Failure {
+        Failure::new(kcheck_status::InvalidArgument, message)
+    }
+
+    fn null(name: &str) -> Failure {
+        Failure::invalid_argument(format!("{name} is NULL"))
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::new(kcheck_status::of(&error), error.to_string())
+    }
+}
+
+/// A call's result: a status that is not a failure (OK, or TIMED_OUT and
+/// CLOSED from `next`), or a failure to record.
+pub(crate) type Outcome = Result<kcheck_status, Failure>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn remember(message: &str) {
+    // Server text can hold NUL bytes; a C string cannot.
+    let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
+}
+
+/// The text of the last failure on this thread; empty when none.
+///
+/// Valid until the next failing kcheck call on the same thread.
+///
+/// Thread safety: each thread has its own last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn kcheck_last_error_message() -> *const c_char {
+    LAST_ERROR
+        .try_with(|last| last.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
+}
+
+/// Runs an exported function's body: failures are recorded for
+/// `kcheck_last_error_message`, and a panic becomes `KCHECK_STATUS_PANIC`
+/// instead of unwinding into C.
+pub(crate) fn boundary(body: impl FnOnce() -> Outcome) -> kcheck_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(status)) => status,
+        Ok(Err(failure)) => {
+            remember(&failure.message);
+            failure.status
+        }
+        Err(payload) => {
+            remember(&format!("internal error: {}", panic_message(&*payload)));
+            kcheck_status::Panic
+        }
+    }
+}
+
+/// The same boundary for functions that return a value instead of a status:
+/// `fallback` on a panic.
+pub(crate) fn boundary_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        remember(&format!("internal error: {}", panic_message(&*payload)));
+        fallback
+    })
+}
+
+/// A handle that a panic leaves unusable.
+pub(crate) trait Handle {
+    /// The handle's name in messages, e.g. "consumer".
+    const NAME: &'static str;
+    fn poisoned(&self) -> &AtomicBool;
+}
+
+/// Runs `body` on a live handle: NULL and poisoned handles are refused, and
+/// a panic inside `body` poisons the handle.
+///
+/// # Safety
+/// `handle` is NULL or points to a live handle of type `H`.
+pub(crate) unsafe fn with_handle<H: Handle>(
+    handle: *const H,
+    body: impl FnOnce(&H) -> Outcome,
+) -> kcheck_status {
+    boundary(|| {
+        let handle = live(handle)?;
+        let poison_on_unwind = PoisonOnUnwind(handle.poisoned());
+        let outcome = body(handle);
+        std::mem::forget(poison_on_unwind);
+        outcome
+    })
+}
+
+/// The handle behind `handle`, unless it is NULL or poisoned.
+///
+/// # Safety
+/// `handle` is NULL or points to a live handle of type `H`.
+pub(crate) unsafe fn live<'a, H: Handle>(handle: *const H) -> Result<&'a H, Failure> {
+    let handle = unsafe { handle.as_ref() }.ok_or_else(|| Failure::null(H::NAME))?;
+    unpoisoned(handle)?;
+    Ok(handle)
+}
+
+fn unpoisoned<H: Handle>(handle: &H) -> Result<(), Failure> {
+    if handle.poisoned().load(Ordering::Acquire) {
+        return Err(Failure::new(
+            kcheck_status::Poisoned,
+            format!(
+                "this {} is unusable after an earlier internal error; free it",
+                H::NAME
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks a handle poisoned if dropped while unwinding (forgotten otherwise).
+struct PoisonOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Takes back ownership of a handle made by `into_handle`; NULL gives None.
+///
+/// # Safety
+/// `handle` is NULL or came from `into_handle` and is not used afterwards.
+pub(crate) unsafe fn take_handle<H>(handle: *mut H) -> Option<Box<H>> {
+    (!handle.is_null()).then(|| unsafe { Box::from_raw(handle) })
+}
+
+/// Takes back ownership of a handle that a call consumes (a builder):
+/// refused, and freed, when NULL or poisoned.
+///
+/// # Safety
+/// `handle` is NULL or came from `into_handle` and is not used afterwards.
+pub(crate) unsafe fn consume<H: Handle>(handle: *mut H) -> Result<Box<H>, Failure> {
+    let handle = unsafe { take_handle(handle) }.ok_or_else(|| Failure::null(H::NAME))?;
+    unpoisoned(&*handle)?;
+    Ok(handle)
+}
+
+/// Gives a handle to C; freed by `take_handle`.
+pub(crate) fn into_handle<H>(handle: H) -> *mut H {
+    Box::into_raw(Box::new(handle))
+}
+
+/// An out-param, checked for NULL before any work, written only on success.
+pub(crate) struct Out<T>(*mut T);
+
+impl<T> Out<T> {
+    /// # Safety
+    /// `out` is NULL or valid for writing a `T`.
+    pub unsafe fn new(out: *mut T, name: &str) -> Result<Out<T>, Failure> {
+        if out.is_null() {
+            return Err(Failure::null(name));
+        }
+        Ok(Out(out))
+    }
+
+    pub fn write(self, value: T) -> Outcome {
+        // SAFETY: checked non-NULL in `new`; the caller promised validity.
+        unsafe { self.0.write(value) };
+        Ok(kcheck_status::Ok)
+    }
+}
+
+/// A NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `text` is NULL or points to a NUL-terminated string that outlives `'a`.
+pub(crate) unsafe fn text<'a>(text: *const c_char, name: &str) -> Result<&'a str, Failure> {
+    if text.is_null() {
+        return Err(Failure::null(name));
+    }
+    unsafe { CStr::from_ptr(text) }.to_str().map_err(|_| {
+        Failure::new(
+            kcheck_status::InvalidUtf8,
+            format!("{name} is not valid UTF-8"),
+        )
+    })
+}
+
+/// A boolean passed as an integer: only 0 and 1 are accepted.
+pub(crate) fn flag(value: u32, name: &str) -> Result<bool, Failure> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(Failure::invalid_argument(format!(
+            "{name} must be 0 or 1, got {other}"
+        ))),
+    }
+}
+
+/// One of `count` enumerated values passed as an integer (0 to count - 1).
+pub(crate) fn choice(value: u32, name: &str, count: u32) -> Result<u32, Failure> {
+    if value < count {
+        Ok(value)
+    } else {
+        Err(Failure::invalid_argument(format!(
+            "{name} must be 0 to {}, got {value}",
+            count - 1
+        )))
+    }
+}
+
+/// A duration passed in milliseconds.
+pub(crate) fn millis(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+/// A string kcheck allocated for C, freed with `kcheck_string_free`.
+pub(crate) fn owned_string(text: String) -> *mut c_char {
+    CString::new(text.replace('\0', ""))
+        .unwrap_or_default()
+        .into_raw()
+}
+
+/// Frees a string that kcheck returned (e.g. from
+/// `kcheck_consumer_stats_json`). NULL does nothing.
+///
+/// # Safety
+/// `text` is NULL or a string returned by kcheck and not yet freed.
+///
+/// Thread safety: any thread, once no other thread uses the string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_string_free(text: *mut c_char) {
+    boundary_value((), || {
+        if !text.is_null() {
+            drop(unsafe { CString::from_raw(text) });
+        }
+    })
+}

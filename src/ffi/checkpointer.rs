@@ -1,0 +1,341 @@
+//! Checkpointers for C: one builder for both kinds, so the lease settings
+//! they share have one setter each.
+
+use std::ffi::c_char;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::boundary::{
+    boundary, boundary_value, consume, flag, into_handle, millis, take_handle, text, with_handle,
+    Failure, Handle, Out,
+};
+use super::status::kcheck_status;
+use crate::checkpoint::{
+    Checkpointer, DynamoDbCheckpointer, DynamoDbCheckpointerBuilder, LeaseSettings,
+    MemoryCheckpointer,
+};
+
+/// Parameters of a checkpointer being built.
+pub struct kcheck_checkpointer_builder {
+    draft: Mutex<Draft>,
+    poisoned: AtomicBool,
+}
+
+struct Draft {
+    settings: LeaseSettings,
+    kind: Kind,
+}
+
+enum Kind {
+    Memory,
+    DynamoDb(Box<DynamoDbCheckpointerBuilder>),
+}
+
+impl Handle for kcheck_checkpointer_builder {
+    const NAME: &'static str = "checkpointer builder";
+    fn poisoned(&self) -> &AtomicBool {
+        &self.poisoned
+    }
+}
+
+/// A lease and checkpoint store, shared by the consumers given it.
+pub struct kcheck_checkpointer {
+    pub(crate) inner: Arc<dyn Checkpointer>,
+}
+
+fn new_builder(kind: Kind) -> *mut kcheck_checkpointer_builder {
+    into_handle(kcheck_checkpointer_builder {
+        draft: Mutex::new(Draft {
+            settings: LeaseSettings::default(),
+            kind,
+        }),
+        poisoned: AtomicBool::new(false),
+    })
+}
+
+/// Applies `change` to a DynamoDB builder; a memory builder refuses.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+unsafe fn update_dynamodb(
+    builder: *const kcheck_checkpointer_builder,
+    parameter: &str,
+    change: impl FnOnce(DynamoDbCheckpointerBuilder) -> Result<DynamoDbCheckpointerBuilder, Failure>,
+) -> kcheck_status {
+    unsafe {
+        with_handle(builder, |builder| {
+            let mut draft = builder.draft.lock();
+            let Kind::DynamoDb(dynamodb) = &mut draft.kind else {
+                return Err(Failure::invalid_argument(format!(
+                    "{parameter} applies only to a DynamoDB checkpointer"
+                )));
+            };
+            let updated = change((**dynamodb).clone())?;
+            **dynamodb = updated;
+            Ok(kcheck_status::Ok)
+        })
+    }
+}
+
+/// Applies `change` to the lease settings of either kind.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+unsafe fn update_settings(
+    builder: *const kcheck_checkpointer_builder,
+    change: impl FnOnce(&mut LeaseSettings) -> Result<(), Failure>,
+) -> kcheck_status {
+    unsafe {
+        with_handle(builder, |builder| {
+            change(&mut builder.draft.lock().settings)?;
+            Ok(kcheck_status::Ok)
+        })
+    }
+}
+
+/// Starts a DynamoDB checkpointer for consumer group `name` (seed 000's
+/// DynamoDBCheckPointer). Defaults: table `kinesis-checkpoints-{name}`,
+/// session timeout 60 s, heartbeat every 15 s, automatic checkpoints,
+/// table created when missing, region from the environment, TTL 24 h.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_new_dynamodb(
+    name: *const c_char,
+    out: *mut *mut kcheck_checkpointer_builder,
+) -> kcheck_status {
+    boundary(|| {
+        let out = unsafe { Out::new(out, "out") }?;
+        let name = unsafe { text(name, "name") }?;
+        out.write(new_builder(Kind::DynamoDb(Box::new(
+            DynamoDbCheckpointer::builder(name),
+        ))))
+    })
+}
+
+/// Starts an in-process checkpointer (seed 000's MemoryCheckPointer):
+/// consumers given the same one share its leases.
+///
+/// # Safety
+/// `out` is NULL or writable.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_new_memory(
+    out: *mut *mut kcheck_checkpointer_builder,
+) -> kcheck_status {
+    boundary(|| unsafe { Out::new(out, "out") }?.write(new_builder(Kind::Memory)))
+}
+
+/// A lease seen unchanged this long is dead, and an owner that could not
+/// renew for this long stops the shard itself [60 000 ms].
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_session_timeout_ms(
+    builder: *mut kcheck_checkpointer_builder,
+    milliseconds: u64,
+) -> kcheck_status {
+    unsafe {
+        update_settings(builder, |s| {
+            s.session_timeout = millis(milliseconds);
+            Ok(())
+        })
+    }
+}
+
+/// How often owned leases are renewed [15 000 ms]; shorter than the session
+/// timeout.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_heartbeat_frequency_ms(
+    builder: *mut kcheck_checkpointer_builder,
+    milliseconds: u64,
+) -> kcheck_status {
+    unsafe {
+        update_settings(builder, |s| {
+            s.heartbeat_frequency = millis(milliseconds);
+            Ok(())
+        })
+    }
+}
+
+/// 1: processed records are checkpointed automatically [default]; 0: only
+/// `kcheck_consumer_checkpoint*` writes, and close writes nothing pending.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_auto_checkpoint(
+    builder: *mut kcheck_checkpointer_builder,
+    enabled: u32,
+) -> kcheck_status {
+    unsafe {
+        update_settings(builder, |s| {
+            s.auto_checkpoint = flag(enabled, "auto_checkpoint")?;
+            Ok(())
+        })
+    }
+}
+
+/// The DynamoDB table [`kinesis-checkpoints-{name}`]; groups may share one.
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `table_name` is NULL or a
+/// NUL-terminated string.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_table_name(
+    builder: *mut kcheck_checkpointer_builder,
+    table_name: *const c_char,
+) -> kcheck_status {
+    unsafe {
+        update_dynamodb(builder, "table_name", |b| {
+            Ok(b.table_name(text(table_name, "table_name")?))
+        })
+    }
+}
+
+/// 1: create the table when missing [default]; 0: a missing table is an
+/// error naming it.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_create_table(
+    builder: *mut kcheck_checkpointer_builder,
+    enabled: u32,
+) -> kcheck_status {
+    unsafe {
+        update_dynamodb(builder, "create_table", |b| {
+            Ok(b.create_table(flag(enabled, "create_table")?))
+        })
+    }
+}
+
+/// The DynamoDB endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+/// string.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_endpoint_url(
+    builder: *mut kcheck_checkpointer_builder,
+    url: *const c_char,
+) -> kcheck_status {
+    unsafe {
+        update_dynamodb(builder, "endpoint_url", |b| {
+            Ok(b.endpoint_url(text(url, "endpoint_url")?))
+        })
+    }
+}
+
+/// The DynamoDB region [AWS_DEFAULT_REGION, the profile, or us-east-1].
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `region` is NULL or a NUL-terminated
+/// string.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_region_name(
+    builder: *mut kcheck_checkpointer_builder,
+    region: *const c_char,
+) -> kcheck_status {
+    unsafe {
+        update_dynamodb(builder, "region_name", |b| {
+            Ok(b.region_name(text(region, "region_name")?))
+        })
+    }
+}
+
+/// Hours after its last write that DynamoDB's TTL may delete an item [24].
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_ttl_hours(
+    builder: *mut kcheck_checkpointer_builder,
+    hours: u32,
+) -> kcheck_status {
+    unsafe { update_dynamodb(builder, "ttl_hours", |b| Ok(b.ttl_hours(hours))) }
+}
+
+/// Consumes the builder, whether or not it succeeds, and makes the
+/// checkpointer (free it with `kcheck_checkpointer_free`). The DynamoDB
+/// table is checked, or created, when a consumer starts.
+///
+/// # Safety
+/// `builder` is NULL or a live builder, not used afterwards; `out` is NULL
+/// or writable.
+///
+/// Thread safety: no other call may use the builder at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_build(
+    builder: *mut kcheck_checkpointer_builder,
+    out: *mut *mut kcheck_checkpointer,
+) -> kcheck_status {
+    boundary(|| {
+        let builder = unsafe { consume(builder) }?;
+        let out = unsafe { Out::new(out, "out") }?;
+        let Draft { settings, kind } = builder.draft.into_inner();
+        let inner: Arc<dyn Checkpointer> = match kind {
+            Kind::Memory => Arc::new(MemoryCheckpointer::with_settings(settings)?),
+            Kind::DynamoDb(dynamodb) => Arc::new(
+                dynamodb
+                    .session_timeout(settings.session_timeout)
+                    .heartbeat_frequency(settings.heartbeat_frequency)
+                    .auto_checkpoint(settings.auto_checkpoint)
+                    .build()?,
+            ),
+        };
+        out.write(into_handle(kcheck_checkpointer { inner }))
+    })
+}
+
+/// Frees a builder that was not built. NULL does nothing.
+///
+/// # Safety
+/// `builder` is NULL or a live builder, not used afterwards.
+///
+/// Thread safety: no other call may use the builder at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_free(
+    builder: *mut kcheck_checkpointer_builder,
+) {
+    boundary_value((), || drop(unsafe { take_handle(builder) }))
+}
+
+/// Frees a checkpointer. Consumers built with it keep their own reference,
+/// so it may be freed right after `kcheck_consumer_builder_set_checkpointer`.
+/// NULL does nothing.
+///
+/// # Safety
+/// `checkpointer` is NULL or a live checkpointer, not used afterwards.
+///
+/// Thread safety: no other call may use the checkpointer at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_free(checkpointer: *mut kcheck_checkpointer) {
+    boundary_value((), || drop(unsafe { take_handle(checkpointer) }))
+}

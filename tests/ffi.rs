@@ -1,0 +1,614 @@
+//! The C ABI called directly from Rust: argument checks, out-params left
+//! untouched on error, `_free(NULL)`, double close, per-thread last errors,
+//! and a consumer driven end to end through the extern functions against
+//! the emulators.
+
+mod support;
+
+use std::collections::HashSet;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::ptr;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kcheck::ffi::*;
+use support::*;
+
+const SENTINEL: usize = 0xdead;
+
+fn sentinel<T>() -> *mut T {
+    SENTINEL as *mut T
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(kcheck_last_error_message()) }
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn c(text: &str) -> CString {
+    CString::new(text).unwrap()
+}
+
+/// The FFI reads credentials from the environment, like a C host would.
+/// Set once, before any consumer thread runs.
+fn with_test_credentials() {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+        std::env::set_var("AWS_DEFAULT_REGION", "us-east-1");
+        emulators();
+    });
+}
+
+fn builder_for(stream: &str) -> *mut kcheck_consumer_builder {
+    let mut builder = ptr::null_mut();
+    let name = c(stream);
+    assert_eq!(
+        unsafe { kcheck_consumer_builder_new(name.as_ptr(), &mut builder) },
+        kcheck_status::Ok
+    );
+    builder
+}
+
+#[test]
+fn null_arguments_are_refused_and_out_params_stay_untouched() {
+    let mut builder: *mut kcheck_consumer_builder = sentinel();
+    let status = unsafe { kcheck_consumer_builder_new(ptr::null(), &mut builder) };
+    assert_eq!(status, kcheck_status::InvalidArgument);
+    assert_eq!(builder as usize, SENTINEL);
+    assert_eq!(last_error(), "stream_name is NULL");
+
+    let status = unsafe { kcheck_consumer_builder_new(c"s".as_ptr(), ptr::null_mut()) };
+    assert_eq!(status, kcheck_status::InvalidArgument);
+    assert_eq!(last_error(), "out is NULL");
+
+    let mut consumer: *mut kcheck_consumer = sentinel();
+    let status = unsafe { kcheck_consumer_builder_build(ptr::null_mut(), &mut consumer) };
+    assert_eq!(status, kcheck_status::InvalidArgument);
+    assert_eq!(consumer as usize, SENTINEL);
+
+    let mut record: *mut kcheck_record = sentinel();
+    let mut batch: *mut kcheck_batch = sentinel();
+    let mut json: *mut c_char = sentinel();
+    unsafe {
+        assert_eq!(
+            kcheck_consumer_next(ptr::null(), 0, &mut record),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_next_batch(ptr::null(), 10, 0, &mut batch),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_stats_json(ptr::null(), &mut json),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_checkpoint(ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_checkpoint_record(ptr::null(), ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_close(ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        assert!(kcheck_consumer_owner_id(ptr::null()).is_null());
+        let mut fields = std::mem::MaybeUninit::<kcheck_record_fields>::uninit();
+        assert_eq!(
+            kcheck_record_get_fields(ptr::null(), fields.as_mut_ptr()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(kcheck_batch_len(ptr::null()), 0);
+        assert!(kcheck_batch_get(ptr::null(), 0).is_null());
+        let mut array: *const kcheck_record_fields = sentinel();
+        let mut len = SENTINEL;
+        assert_eq!(
+            kcheck_batch_get_fields(ptr::null(), &mut array, &mut len),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!((array as usize, len), (SENTINEL, SENTINEL));
+        assert_eq!(
+            kcheck_consumer_builder_set_endpoint_url(ptr::null_mut(), c"x".as_ptr()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "consumer builder is NULL");
+    }
+    assert_eq!(record as usize, SENTINEL);
+    assert_eq!(batch as usize, SENTINEL);
+    assert_eq!(json as usize, SENTINEL);
+}
+
+#[test]
+fn free_of_null_does_nothing() {
+    unsafe {
+        kcheck_consumer_builder_free(ptr::null_mut());
+        kcheck_consumer_free(ptr::null_mut());
+        kcheck_checkpointer_builder_free(ptr::null_mut());
+        kcheck_checkpointer_free(ptr::null_mut());
+        kcheck_record_free(ptr::null_mut());
+        kcheck_batch_free(ptr::null_mut());
+        kcheck_string_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn bad_utf8_and_bad_values_have_their_own_statuses() {
+    let invalid = [0x66u8, 0xff, 0xfe, 0];
+    let mut builder: *mut kcheck_consumer_builder = sentinel();
+    let status = unsafe { kcheck_consumer_builder_new(invalid.as_ptr().cast(), &mut builder) };
+    assert_eq!(status, kcheck_status::InvalidUtf8);
+    assert_eq!(builder as usize, SENTINEL);
+    assert_eq!(last_error(), "stream_name is not valid UTF-8");
+
+    let builder = builder_for("stream");
+    unsafe {
+        assert_eq!(
+            kcheck_consumer_builder_set_region_name(builder, invalid.as_ptr().cast()),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(
+            kcheck_consumer_builder_set_initial_position(builder, 3, 0),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "position must be 0 to 2, got 3");
+        assert_eq!(
+            kcheck_consumer_builder_set_initial_position(builder, 2, -5),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_builder_set_initial_position(
+                builder,
+                kcheck_initial_position::Latest as u32,
+                0
+            ),
+            kcheck_status::Ok
+        );
+        kcheck_consumer_builder_free(builder);
+    }
+
+    let mut checkpointer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_checkpointer_builder_new_memory(&mut checkpointer),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_checkpointer_builder_set_auto_checkpoint(checkpointer, 2),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "auto_checkpoint must be 0 or 1, got 2");
+        assert_eq!(
+            kcheck_checkpointer_builder_set_table_name(checkpointer, c"t".as_ptr()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            last_error(),
+            "table_name applies only to a DynamoDB checkpointer"
+        );
+        assert_eq!(
+            kcheck_set_log_callback(None, ptr::null_mut(), 9),
+            kcheck_status::InvalidArgument
+        );
+        kcheck_checkpointer_builder_free(checkpointer);
+    }
+}
+
+#[test]
+fn build_consumes_the_builder_and_names_the_bad_option() {
+    let builder = builder_for("stream");
+    let mut consumer: *mut kcheck_consumer = sentinel();
+    unsafe {
+        kcheck_consumer_builder_set_record_limit(builder, 0);
+        let status = kcheck_consumer_builder_build(builder, &mut consumer);
+        assert_eq!(status, kcheck_status::InvalidConfig);
+    }
+    assert_eq!(consumer as usize, SENTINEL);
+    assert!(last_error().contains("record_limit"), "{}", last_error());
+
+    // Lease timing is checked when the checkpointer is built.
+    let mut draft = ptr::null_mut();
+    let mut checkpointer: *mut kcheck_checkpointer = sentinel();
+    unsafe {
+        kcheck_checkpointer_builder_new_dynamodb(c"app".as_ptr(), &mut draft);
+        kcheck_checkpointer_builder_set_session_timeout_ms(draft, 1000);
+        kcheck_checkpointer_builder_set_heartbeat_frequency_ms(draft, 2000);
+        let status = kcheck_checkpointer_builder_build(draft, &mut checkpointer);
+        assert_eq!(status, kcheck_status::InvalidConfig);
+    }
+    assert_eq!(checkpointer as usize, SENTINEL);
+    assert!(
+        last_error().contains("heartbeat_frequency"),
+        "{}",
+        last_error()
+    );
+}
+
+#[test]
+fn status_names_cover_unknown_numbers_and_errors_stay_on_their_thread() {
+    let name = |status: u32| unsafe { CStr::from_ptr(kcheck_status_name(status)) };
+    assert_eq!(name(7).to_str().unwrap(), "KCHECK_STATUS_LEASE_LOST");
+    assert_eq!(name(9999).to_str().unwrap(), "KCHECK_STATUS_UNKNOWN");
+
+    unsafe { kcheck_consumer_builder_new(ptr::null(), ptr::null_mut()) };
+    let here = last_error();
+    let there = std::thread::spawn(|| {
+        let before = last_error();
+        unsafe { kcheck_consumer_close(ptr::null()) };
+        (before, last_error())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(there, (String::new(), "consumer is NULL".to_owned()));
+    assert_eq!(last_error(), here);
+}
+
+#[test]
+fn a_missing_stream_fails_the_build_with_the_service_status() {
+    with_test_credentials();
+    let builder = builder_for(&unique_name("missing"));
+    let url = c(&emulators().kinesis_url());
+    let mut consumer: *mut kcheck_consumer = sentinel();
+    unsafe {
+        kcheck_consumer_builder_set_endpoint_url(builder, url.as_ptr());
+        let status = kcheck_consumer_builder_build(builder, &mut consumer);
+        assert_eq!(status, kcheck_status::ServiceError, "{}", last_error());
+    }
+    assert_eq!(consumer as usize, SENTINEL);
+    assert!(
+        last_error().contains("ResourceNotFound"),
+        "{}",
+        last_error()
+    );
+}
+
+/// A consumer of `stream` on the emulators, built through the C ABI.
+fn ffi_consumer(
+    stream: &str,
+    checkpointer: *const kcheck_checkpointer,
+    idle_timeout_ms: Option<u64>,
+) -> *mut kcheck_consumer {
+    with_test_credentials();
+    let builder = builder_for(stream);
+    let url = c(&emulators().kinesis_url());
+    let mut consumer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_consumer_builder_set_endpoint_url(builder, url.as_ptr()),
+            kcheck_status::Ok
+        );
+        kcheck_consumer_builder_set_discovery_interval_ms(builder, 300);
+        kcheck_consumer_builder_set_idle_poll_interval_ms(builder, 100);
+        if let Some(idle) = idle_timeout_ms {
+            kcheck_consumer_builder_set_idle_timeout_ms(builder, idle);
+        }
+        if !checkpointer.is_null() {
+            assert_eq!(
+                kcheck_consumer_builder_set_checkpointer(builder, checkpointer),
+                kcheck_status::Ok
+            );
+        }
+        let status = kcheck_consumer_builder_build(builder, &mut consumer);
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    }
+    consumer
+}
+
+fn dynamodb_checkpointer_for(group: &str, table: &str, auto: bool) -> *mut kcheck_checkpointer {
+    let url = c(&emulators().dynamodb_url());
+    let (group, table) = (c(group), c(table));
+    let mut draft = ptr::null_mut();
+    let mut checkpointer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_checkpointer_builder_new_dynamodb(group.as_ptr(), &mut draft),
+            kcheck_status::Ok
+        );
+        kcheck_checkpointer_builder_set_endpoint_url(draft, url.as_ptr());
+        kcheck_checkpointer_builder_set_region_name(draft, c"us-east-1".as_ptr());
+        kcheck_checkpointer_builder_set_table_name(draft, table.as_ptr());
+        kcheck_checkpointer_builder_set_session_timeout_ms(draft, 3000);
+        kcheck_checkpointer_builder_set_heartbeat_frequency_ms(draft, 500);
+        kcheck_checkpointer_builder_set_auto_checkpoint(draft, u32::from(auto));
+        kcheck_checkpointer_builder_set_ttl_hours(draft, 1);
+        kcheck_checkpointer_builder_set_create_table(draft, 1);
+        let status = kcheck_checkpointer_builder_build(draft, &mut checkpointer);
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    }
+    checkpointer
+}
+
+fn text_of(pointer: *const c_char, len: usize) -> String {
+    let bytes = unsafe { std::slice::from_raw_parts(pointer.cast::<u8>(), len) };
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn payload_of(fields: &kcheck_record_fields) -> String {
+    text_of(fields.data.cast(), fields.data_len)
+}
+
+/// Reads batches until `count` records or `limit` passes; keeps each batch.
+fn read_batches(
+    consumer: *const kcheck_consumer,
+    count: usize,
+    limit: Duration,
+) -> Vec<*mut kcheck_batch> {
+    let started = Instant::now();
+    let mut batches = Vec::new();
+    let mut seen = 0;
+    while seen < count && started.elapsed() < limit {
+        let mut batch = ptr::null_mut();
+        match unsafe { kcheck_consumer_next_batch(consumer, 100, 200, &mut batch) } {
+            kcheck_status::Ok => {
+                seen += unsafe { kcheck_batch_len(batch) };
+                batches.push(batch);
+            }
+            kcheck_status::TimedOut => assert!(batch.is_null()),
+            other => panic!("next_batch: {other:?}: {}", last_error()),
+        }
+    }
+    batches
+}
+
+fn batch_fields<'a>(batch: *const kcheck_batch) -> &'a [kcheck_record_fields] {
+    let mut array = ptr::null();
+    let mut len = 0;
+    assert_eq!(
+        unsafe { kcheck_batch_get_fields(batch, &mut array, &mut len) },
+        kcheck_status::Ok
+    );
+    unsafe { std::slice::from_raw_parts(array, len) }
+}
+
+#[test]
+fn a_consumer_runs_end_to_end_through_the_c_abi() {
+    let (kinesis, stream) = create_stream(2);
+    let expected = put_payloads(&kinesis, &stream, 0..300);
+    let consumer = ffi_consumer(stream.name(), ptr::null(), None);
+
+    let owner = unsafe { CStr::from_ptr(kcheck_consumer_owner_id(consumer)) };
+    assert!(!owner.to_str().unwrap().is_empty());
+
+    // One record alone, the rest in batches.
+    let mut record = ptr::null_mut();
+    let started = Instant::now();
+    while unsafe { kcheck_consumer_next(consumer, 200, &mut record) } == kcheck_status::TimedOut {
+        assert!(started.elapsed() < Duration::from_secs(20), "no record");
+    }
+    let mut fields = std::mem::MaybeUninit::<kcheck_record_fields>::uninit();
+    let single = unsafe {
+        assert_eq!(
+            kcheck_record_get_fields(record, fields.as_mut_ptr()),
+            kcheck_status::Ok
+        );
+        fields.assume_init()
+    };
+    let mut got = vec![payload_of(&single)];
+    assert!(text_of(single.partition_key, single.partition_key_len).starts_with("key-"));
+    assert!(text_of(single.shard_id, single.shard_id_len).starts_with("shardId-"));
+    assert!(text_of(single.sequence_number, single.sequence_number_len)
+        .bytes()
+        .all(|b| b.is_ascii_digit()));
+    assert_eq!(single.sub_sequence_number, 0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((now_ms - single.approximate_arrival_timestamp_ms).abs() < 120_000);
+    assert!(single.explicit_hash_key.is_null());
+
+    let batches = read_batches(consumer, 299, Duration::from_secs(20));
+    for &batch in &batches {
+        let fields = batch_fields(batch);
+        assert_eq!(fields.len(), unsafe { kcheck_batch_len(batch) });
+        got.extend(fields.iter().map(payload_of));
+        // The borrowed record handles match the fields array.
+        let last = unsafe { kcheck_batch_get(batch, fields.len() - 1) };
+        let mut last_fields = std::mem::MaybeUninit::uninit();
+        unsafe { kcheck_record_get_fields(last, last_fields.as_mut_ptr()) };
+        assert_eq!(
+            payload_of(unsafe { &last_fields.assume_init() }),
+            payload_of(&fields[fields.len() - 1])
+        );
+        assert!(unsafe { kcheck_batch_get(batch, fields.len()) }.is_null());
+    }
+    assert_eq!(got.len(), 300);
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        expected.iter().collect::<HashSet<_>>()
+    );
+
+    unsafe {
+        // A record from a batch checkpoints like a single one.
+        let last_batch = *batches.last().unwrap();
+        let from_batch = kcheck_batch_get(last_batch, 0);
+        assert_eq!(
+            kcheck_consumer_checkpoint_record(consumer, from_batch),
+            kcheck_status::Ok,
+            "{}",
+            last_error()
+        );
+        assert_eq!(kcheck_consumer_checkpoint(consumer), kcheck_status::Ok);
+
+        let mut json = ptr::null_mut();
+        assert_eq!(
+            kcheck_consumer_stats_json(consumer, &mut json),
+            kcheck_status::Ok
+        );
+        let stats: serde_json::Value =
+            serde_json::from_str(CStr::from_ptr(json).to_str().unwrap()).unwrap();
+        kcheck_string_free(json);
+        assert_eq!(stats["shards"].as_array().unwrap().len(), 2);
+        assert_eq!(stats["owner"], owner.to_str().unwrap());
+
+        // Nothing more: a timeout, and the out-param stays untouched.
+        let mut none: *mut kcheck_record = sentinel();
+        assert_eq!(
+            kcheck_consumer_next(consumer, 50, &mut none),
+            kcheck_status::TimedOut
+        );
+        assert_eq!(none as usize, SENTINEL);
+
+        assert_eq!(kcheck_consumer_close(consumer), kcheck_status::Ok);
+        assert_eq!(kcheck_consumer_close(consumer), kcheck_status::Ok);
+        assert_eq!(
+            kcheck_consumer_next(consumer, 1000, &mut none),
+            kcheck_status::Closed
+        );
+        let mut batch: *mut kcheck_batch = sentinel();
+        assert_eq!(
+            kcheck_consumer_next_batch(consumer, 0, 0, &mut batch),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(batch as usize, SENTINEL);
+
+        kcheck_record_free(record);
+        for batch in batches {
+            kcheck_batch_free(batch);
+        }
+        kcheck_consumer_free(consumer);
+    }
+}
+
+#[test]
+fn close_from_another_thread_wakes_a_blocked_next() {
+    let (_kinesis, stream) = create_stream(1);
+    let consumer = ffi_consumer(stream.name(), ptr::null(), None) as usize;
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut record: *mut kcheck_record = sentinel();
+        let status = unsafe { kcheck_consumer_next(consumer as *const _, 60_000, &mut record) };
+        (status, started.elapsed(), record as usize)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let closing = Instant::now();
+    assert_eq!(
+        unsafe { kcheck_consumer_close(consumer as *const _) },
+        kcheck_status::Ok
+    );
+    let (status, waited, record) = waiter.join().unwrap();
+    assert_eq!(status, kcheck_status::Closed);
+    assert_eq!(record, SENTINEL);
+    assert!(
+        waited < Duration::from_secs(10) && closing.elapsed() < Duration::from_secs(5),
+        "next returned after {waited:?}"
+    );
+    unsafe { kcheck_consumer_free(consumer as *mut _) };
+}
+
+#[test]
+fn idle_timeout_ends_iteration_with_its_own_status() {
+    let (_kinesis, stream) = create_stream(1);
+    let consumer = ffi_consumer(stream.name(), ptr::null(), Some(300));
+    let started = Instant::now();
+    let mut record: *mut kcheck_record = sentinel();
+    // A long wait is cut short by the idle deadline.
+    let status = unsafe { kcheck_consumer_next(consumer, 30_000, &mut record) };
+    assert_eq!(status, kcheck_status::IdleTimeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(record as usize, SENTINEL);
+    unsafe { kcheck_consumer_free(consumer) };
+}
+
+#[test]
+fn dynamodb_checkpoints_written_through_the_c_abi_resume_a_restart() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("ffi-table");
+    let group = unique_name("ffi-group");
+    put_payloads(&kinesis, &stream, 0..50);
+
+    // Manual mode: checkpoint record 20 (index 19), then close.
+    let checkpointer = dynamodb_checkpointer_for(&group, &table, false);
+    let consumer = ffi_consumer(stream.name(), checkpointer, None);
+    unsafe { kcheck_checkpointer_free(checkpointer) }; // the consumer keeps its own
+    let batches = read_batches(consumer, 50, Duration::from_secs(20));
+    let all: Vec<(*const kcheck_batch, usize)> = batches
+        .iter()
+        .flat_map(|&b| (0..unsafe { kcheck_batch_len(b) }).map(move |i| (b.cast_const(), i)))
+        .collect();
+    assert_eq!(all.len(), 50);
+    let (batch, index) = all[19];
+    let twentieth = payload_of(&batch_fields(batch)[index]);
+    unsafe {
+        let status = kcheck_consumer_checkpoint_record(consumer, kcheck_batch_get(batch, index));
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+        kcheck_consumer_close(consumer);
+        for batch in batches {
+            kcheck_batch_free(batch);
+        }
+        kcheck_consumer_free(consumer);
+    }
+
+    let checkpointer = dynamodb_checkpointer_for(&group, &table, false);
+    let consumer = ffi_consumer(stream.name(), checkpointer, None);
+    let batches = read_batches(consumer, 30, Duration::from_secs(20));
+    let again: Vec<String> = batches
+        .iter()
+        .flat_map(|&b| batch_fields(b).iter().map(payload_of).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(again.len(), 30, "resumes after the checkpointed record");
+    assert!(!again.contains(&twentieth));
+    unsafe {
+        for batch in batches {
+            kcheck_batch_free(batch);
+        }
+        kcheck_consumer_free(consumer);
+        kcheck_checkpointer_free(checkpointer);
+    }
+}
+
+static LOGGED: Mutex<Vec<(u32, String, String)>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn remember_log(
+    user_data: *mut c_void,
+    level: u32,
+    target: *const c_char,
+    message: *const c_char,
+) {
+    assert_eq!(user_data as usize, 42);
+    let text = |p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    LOGGED
+        .lock()
+        .unwrap()
+        .push((level, text(target), text(message)));
+}
+
+#[test]
+fn log_records_reach_the_host_callback() {
+    let status = unsafe {
+        kcheck_set_log_callback(
+            Some(remember_log),
+            42 as *mut c_void,
+            kcheck_log_level::Info as u32,
+        )
+    };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    let (_kinesis, stream) = create_stream(1);
+    let consumer = ffi_consumer(stream.name(), ptr::null(), None);
+    let owner = unsafe { CStr::from_ptr(kcheck_consumer_owner_id(consumer)) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    unsafe { kcheck_consumer_free(consumer) };
+    unsafe { kcheck_set_log_callback(None, ptr::null_mut(), 0) };
+    let logged = LOGGED.lock().unwrap();
+    let about_this_consumer: Vec<_> = logged
+        .iter()
+        .filter(|(_, _, m)| m.contains(&owner))
+        .collect();
+    assert!(
+        about_this_consumer
+            .iter()
+            .any(|(level, target, _)| *level == kcheck_log_level::Info as u32
+                && target.starts_with("kcheck::consumer")),
+        "{logged:?}"
+    );
+    assert!(logged
+        .iter()
+        .all(|(level, _, _)| *level <= kcheck_log_level::Info as u32));
+}
