@@ -49,7 +49,10 @@ fn header_has_guard_and_version_macros_from_cargo_toml() {
 fn compiles(compiler: &str, args: &[&str], source: &str, extension: &str) {
     let dir = std::env::temp_dir().join(format!("kcheck-header-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(format!("check.{extension}"));
+    // Tests run in parallel: one file per call.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("check-{call}.{extension}"));
     std::fs::write(&file, source).unwrap();
     let include = root().join("include");
     let output = Command::new(compiler)
@@ -94,13 +97,16 @@ fn version_functions_answer() {
     );
 }
 
-/// The cdylib cargo built beside this test binary (target/<profile>/).
+/// The cdylib cargo built for this test run: `cargo test` leaves it in
+/// target/<profile>/deps beside the test binary (`cargo build` copies it up).
 fn library() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let library = profile_dir.join("libkcheck.so");
-    assert!(library.exists(), "{} not built", library.display());
-    library
+    let deps = exe.parent().unwrap();
+    let library = [deps, deps.parent().unwrap()]
+        .iter()
+        .map(|dir| dir.join("libkcheck.so"))
+        .find(|path| path.exists());
+    library.unwrap_or_else(|| panic!("libkcheck.so not built next to {}", exe.display()))
 }
 
 fn tool_output(program: &str, args: &[&str]) -> String {
@@ -173,4 +179,17 @@ fn soname_carries_the_abi_version() {
         kcheck::ffi::KCHECK_ABI_VERSION
     );
     assert!(dynamic.contains(&expected), "{dynamic}");
+}
+
+#[test]
+fn readme_c_example_compiles_as_strict_c() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("```c\n").expect("README has a C example") + 5;
+    let length = readme[start..].find("```").unwrap();
+    compiles(
+        "cc",
+        &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"],
+        &readme[start..start + length],
+        "c",
+    );
 }

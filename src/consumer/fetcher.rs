@@ -160,15 +160,22 @@ impl<'a> Fetcher<'a> {
         }
         let chunk_size = self.context.chunk_size;
         let mut chunk = Vec::with_capacity(chunk_size);
+        // A fresh shard id per chunk: its reference count is touched by this
+        // thread while the chunk fills and by the caller's thread only after,
+        // instead of one shared counter bouncing between them per record.
+        let mut shard_id: Arc<str> = Arc::from(&*self.shard.shard_id);
         for record in records {
             let before = chunk.len();
-            self.split_into(record, &mut chunk);
+            self.split_into(record, &shard_id, &mut chunk);
             if let Some(done) = &skip_through {
                 let added = chunk.split_off(before);
                 chunk.extend(added.into_iter().filter(|user| !covers(done, user)));
             }
-            if chunk.len() >= chunk_size && !self.send_chunk(&mut chunk) {
-                return false;
+            if chunk.len() >= chunk_size {
+                if !self.send_chunk(&mut chunk) {
+                    return false;
+                }
+                shard_id = Arc::from(&*self.shard.shard_id);
             }
         }
         chunk.is_empty() || self.send_chunk(&mut chunk)
@@ -188,8 +195,7 @@ impl<'a> Fetcher<'a> {
 
     /// Appends the user records of one Kinesis record (one, or the
     /// contents of a KPL aggregate) to `out`.
-    fn split_into(&self, record: kinesis::Record, out: &mut Vec<Record>) {
-        let shard_id = &self.shard.shard_id;
+    fn split_into(&self, record: kinesis::Record, shard_id: &Arc<str>, out: &mut Vec<Record>) {
         let tenure_id = self.shard.id;
         match deaggregate(&record.data) {
             Some(users) => out.extend(users.into_iter().map(|user| Record {
