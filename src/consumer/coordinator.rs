@@ -151,7 +151,14 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
         .len()
         .div_ceil(live_owners.len())
         .min(context.options.max_shard_consumers.unwrap_or(usize::MAX));
-    let mut mine = context.owned_shards().len();
+    // Hand-overs already asked of live owners count as ours: asking again
+    // before they land would overshoot and move leases back and forth.
+    let promised = |l: &Lease| {
+        l.handoff_to.as_deref() == Some(me)
+            && !l.is_owned_by(me)
+            && !observations.is_expired(l, context)
+    };
+    let mut mine = context.owned_shards().len() + ready.iter().filter(|l| promised(l)).count();
     if mine >= target {
         return Ok(());
     }
@@ -190,7 +197,7 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
     let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
     for lease in &ready {
         if let Some(owner) = lease.owner.as_deref() {
-            if owner != me && live_owners.contains(owner) {
+            if owner != me && live_owners.contains(owner) && !promised(lease) {
                 load.entry(owner).or_default().push(lease);
             }
         }
