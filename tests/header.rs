@@ -3,6 +3,8 @@
 //! library exports exactly the committed symbol list, which is exactly the
 //! header's functions; the SONAME carries the ABI version.
 
+mod support;
+
 use std::ffi::CStr;
 use std::path::Path;
 use std::process::Command;
@@ -97,18 +99,6 @@ fn version_functions_answer() {
     );
 }
 
-/// The cdylib cargo built for this test run: `cargo test` leaves it in
-/// target/<profile>/deps beside the test binary (`cargo build` copies it up).
-fn library() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let library = [deps, deps.parent().unwrap()]
-        .iter()
-        .map(|dir| dir.join("libkcheck.so"))
-        .find(|path| path.exists());
-    library.unwrap_or_else(|| panic!("libkcheck.so not built next to {}", exe.display()))
-}
-
 fn tool_output(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
@@ -136,7 +126,7 @@ fn header_functions() -> Vec<String> {
 
 #[test]
 fn exported_symbols_are_the_committed_list_and_the_header_functions() {
-    let library = library();
+    let library = support::built_library();
     let listing = tool_output("nm", &["-D", "--defined-only", library.to_str().unwrap()]);
     let mut exported: Vec<String> = listing
         .lines()
@@ -173,7 +163,10 @@ fn exported_symbols_are_the_committed_list_and_the_header_functions() {
 
 #[test]
 fn soname_carries_the_abi_version() {
-    let dynamic = tool_output("readelf", &["-d", library().to_str().unwrap()]);
+    let dynamic = tool_output(
+        "readelf",
+        &["-d", support::built_library().to_str().unwrap()],
+    );
     let expected = format!(
         "Library soname: [libkcheck.so.{}]",
         kcheck::ffi::KCHECK_ABI_VERSION

@@ -2,6 +2,7 @@
 //! and clients pointed at them.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -171,4 +172,29 @@ pub fn drain(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// The `libkcheck.so` cargo built next to this test binary
+/// (target/<profile>/deps/c_programs-<hash>, whatever CARGO_TARGET_DIR is).
+/// The copy in deps comes from the same rustc run as the rlib this test
+/// links (crate-type cdylib + rlib), so it is always current; `cargo test`
+/// does not refresh the uplifted target/<profile>/libkcheck.so (only
+/// `cargo build` does), which is only a fallback.
+pub fn built_library() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("the test binary's directory");
+    let candidates = [
+        Some(deps.join("libkcheck.so")),
+        deps.parent().map(|p| p.join("libkcheck.so")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no libkcheck.so next to {} (crate-type must include cdylib)",
+                exe.display()
+            )
+        })
 }
