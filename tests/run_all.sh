@@ -16,11 +16,31 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
+echo "== python tests"
+# The package's pytest suite against a fresh build of the library and the
+# emulators binary; its pinned requirements go into a venv under target/.
+cargo build --workspace --locked
+venv=target/py-venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
+KCHECK_LIBRARY="$PWD/target/debug/libkcheck.so" KCHECK_EMULATORS="$PWD/target/debug/kcheck-emulators" \
+    "$venv/bin/python" -m pytest bindings/python/tests -q -p no:cacheprovider 2>&1 | tee -a "$log"
+
 echo "== header drift"
 git diff --exit-code -- include/kcheck.h || {
     echo "include/kcheck.h differs from the committed header: commit the regenerated header" >&2
     exit 1
 }
 
-# One closing line for all test binaries together.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+# One closing line for all test binaries and pytest together.
+awk '
+    /^test result:/ { passed += $4; failed += $6 }
+    /^(=+ )?[0-9]+ (passed|failed|errors?)[ ,]/ {
+        for (i = 1; i < NF; i++) {
+            if ($(i + 1) ~ /^passed/) passed += $i
+            if ($(i + 1) ~ /^(failed|errors?)/) failed += $i
+        }
+    }
+    END { printf "%d passed, %d failed\n", passed, failed }' "$log"

@@ -1,0 +1,79 @@
+"""kcheck: a synchronous Kinesis consumer with DynamoDB leases and checkpoints.
+
+Python bindings (ctypes) over ``libkcheck.so``, with the API of
+async-kinesis's ``Consumer``, ``DynamoDBCheckPointer`` and
+``MemoryCheckPointer``, synchronously::
+
+    from kcheck import Consumer, DynamoDBCheckPointer
+
+    with Consumer(
+        stream_name="my-stream",
+        checkpointer=DynamoDBCheckPointer(name="my-app"),
+    ) as consumer:
+        for record in consumer:
+            print(record)
+
+Log records of the library go to the ``kcheck`` logger hierarchy.
+"""
+
+from __future__ import annotations
+
+from . import _native
+from ._logging import TRACE, refresh_log_level
+from .checkpointers import CheckPointer, DynamoDBCheckPointer, MemoryCheckPointer
+from .consumer import Consumer
+from .errors import (
+    ConsumerClosedError,
+    CredentialsError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidConfigError,
+    InvalidUtf8Error,
+    KcheckError,
+    KcheckTimeoutError,
+    LeaseLostError,
+    MalformedResponseError,
+    PanicError,
+    PoisonedError,
+    ServiceError,
+    TransportError,
+)
+from .record import Record
+
+__all__ = [
+    "Consumer",
+    "DynamoDBCheckPointer",
+    "MemoryCheckPointer",
+    "CheckPointer",
+    "Record",
+    "KcheckError",
+    "InvalidArgumentError",
+    "InvalidUtf8Error",
+    "InvalidConfigError",
+    "LeaseLostError",
+    "ServiceError",
+    "TransportError",
+    "CredentialsError",
+    "MalformedResponseError",
+    "KcheckTimeoutError",
+    "InternalError",
+    "PanicError",
+    "PoisonedError",
+    "ConsumerClosedError",
+    "TRACE",
+    "refresh_log_level",
+    "library_version",
+    "library_path",
+    "__version__",
+]
+
+#: Path of the loaded libkcheck.so.
+library_path: str = str(_native.library_path)
+
+
+def library_version() -> str:
+    """The loaded library's version (``kcheck_version()``)."""
+    return _native.version()
+
+
+__version__: str = library_version()
