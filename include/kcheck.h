@@ -780,7 +780,8 @@ const kcheck_record *kcheck_batch_get(const kcheck_batch *batch, size_t index);
 /**
  * The fields of every record of the batch at once, as an array of
  * `*out_len` entries in batch order, valid until `kcheck_batch_free`. Lets
- * bindings with a costly call boundary read a whole batch in one call.
+ * bindings with a costly call boundary read a whole batch in one call; the
+ * field pointers point into `kcheck_batch_get_bytes`.
  *
  * # Safety
  * `batch` is NULL or a live batch; `out_fields` and `out_len` are NULL or
@@ -791,6 +792,22 @@ const kcheck_record *kcheck_batch_get(const kcheck_batch *batch, size_t index);
 kcheck_status kcheck_batch_get_fields(const kcheck_batch *batch,
                                       const kcheck_record_fields **out_fields,
                                       size_t *out_len);
+
+/**
+ * One buffer holding the bytes of every field of the batch: every pointer
+ * of `kcheck_batch_get_fields` points into it, so a binding can copy the
+ * buffer once and slice the fields out of its copy by offset (pointer minus
+ * `*out_data`). Valid until `kcheck_batch_free`.
+ *
+ * # Safety
+ * `batch` is NULL or a live batch; `out_data` and `out_len` are NULL or
+ * writable.
+ *
+ * Thread safety: any thread; batches are immutable.
+ */
+kcheck_status kcheck_batch_get_bytes(const kcheck_batch *batch,
+                                     const uint8_t **out_data,
+                                     size_t *out_len);
 
 /**
  * Frees a batch and every record borrowed from it. NULL does nothing.

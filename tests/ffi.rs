@@ -416,6 +416,23 @@ fn a_consumer_runs_end_to_end_through_the_c_abi() {
             payload_of(&fields[fields.len() - 1])
         );
         assert!(unsafe { kcheck_batch_get(batch, fields.len()) }.is_null());
+        // Every field lies in the batch's one buffer.
+        let (mut data, mut len) = (ptr::null(), 0);
+        assert_eq!(
+            unsafe { kcheck_batch_get_bytes(batch, &mut data, &mut len) },
+            kcheck_status::Ok
+        );
+        let range = data as usize..=data as usize + len;
+        for f in fields {
+            for (start, length) in [
+                (f.data as usize, f.data_len),
+                (f.partition_key as usize, f.partition_key_len),
+                (f.sequence_number as usize, f.sequence_number_len),
+                (f.shard_id as usize, f.shard_id_len),
+            ] {
+                assert!(range.contains(&start) && range.contains(&(start + length)));
+            }
+        }
     }
     assert_eq!(got.len(), 300);
     assert_eq!(

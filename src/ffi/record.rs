@@ -14,7 +14,10 @@ pub struct kcheck_record {
 /// Records returned together by `kcheck_consumer_next_batch`.
 pub struct kcheck_batch {
     records: Vec<kcheck_record>,
-    /// Points into `records`, which never changes after creation.
+    /// Every field's bytes, one after the other: bindings with a costly
+    /// call boundary copy a whole batch at once.
+    bytes: Vec<u8>,
+    /// Points into `bytes`, which never changes after creation.
     fields: Vec<kcheck_record_fields>,
 }
 
@@ -74,15 +77,68 @@ impl kcheck_record_fields {
 
 impl kcheck_batch {
     pub(crate) fn new(records: Vec<Record>) -> kcheck_batch {
-        let records: Vec<kcheck_record> = records
+        let size: usize = records
+            .iter()
+            .map(|r| {
+                r.data.len()
+                    + r.partition_key.len()
+                    + r.sequence_number.len()
+                    + r.shard_id.len()
+                    + r.explicit_hash_key.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let mut bytes = Vec::with_capacity(size);
+        let mut append = |field: &[u8]| {
+            bytes.extend_from_slice(field);
+            bytes.len() - field.len()
+        };
+        // Offsets first: pointers are taken once `bytes` is complete.
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut previous_shard: Option<(&str, usize)> = None;
+        for record in &records {
+            let shard = match previous_shard {
+                // Records come in runs of one shard: its id is stored once per run.
+                Some((id, offset)) if id == &*record.shard_id => offset,
+                _ => append(record.shard_id.as_bytes()),
+            };
+            previous_shard = Some((&record.shard_id, shard));
+            offsets.push([
+                append(&record.data),
+                append(record.partition_key.as_bytes()),
+                append(record.sequence_number.as_bytes()),
+                shard,
+                record
+                    .explicit_hash_key
+                    .as_ref()
+                    .map_or(usize::MAX, |key| append(key.as_bytes())),
+            ]);
+        }
+        let base = bytes.as_ptr();
+        let at = |offset: usize| base.wrapping_add(offset).cast::<c_char>();
+        let fields = records
+            .iter()
+            .zip(&offsets)
+            .map(|(record, &[data, key, sequence, shard, hash_key])| {
+                let mut fields = kcheck_record_fields::of(record);
+                fields.data = at(data).cast();
+                fields.partition_key = at(key);
+                fields.sequence_number = at(sequence);
+                fields.shard_id = at(shard);
+                if hash_key != usize::MAX {
+                    fields.explicit_hash_key = at(hash_key);
+                }
+                fields
+            })
+            .collect();
+        let records = records
             .into_iter()
             .map(|record| kcheck_record { record })
             .collect();
-        let fields = records
-            .iter()
-            .map(|r| kcheck_record_fields::of(&r.record))
-            .collect();
-        kcheck_batch { records, fields }
+        kcheck_batch {
+            records,
+            bytes,
+            fields,
+        }
     }
 }
 
@@ -152,7 +208,8 @@ pub unsafe extern "C" fn kcheck_batch_get(
 
 /// The fields of every record of the batch at once, as an array of
 /// `*out_len` entries in batch order, valid until `kcheck_batch_free`. Lets
-/// bindings with a costly call boundary read a whole batch in one call.
+/// bindings with a costly call boundary read a whole batch in one call; the
+/// field pointers point into `kcheck_batch_get_bytes`.
 ///
 /// # Safety
 /// `batch` is NULL or a live batch; `out_fields` and `out_len` are NULL or
@@ -172,6 +229,32 @@ pub unsafe extern "C" fn kcheck_batch_get_fields(
             unsafe { batch.as_ref() }.ok_or_else(|| Failure::invalid_argument("batch is NULL"))?;
         out_len.write(batch.fields.len())?;
         out_fields.write(batch.fields.as_ptr())
+    })
+}
+
+/// One buffer holding the bytes of every field of the batch: every pointer
+/// of `kcheck_batch_get_fields` points into it, so a binding can copy the
+/// buffer once and slice the fields out of its copy by offset (pointer minus
+/// `*out_data`). Valid until `kcheck_batch_free`.
+///
+/// # Safety
+/// `batch` is NULL or a live batch; `out_data` and `out_len` are NULL or
+/// writable.
+///
+/// Thread safety: any thread; batches are immutable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_batch_get_bytes(
+    batch: *const kcheck_batch,
+    out_data: *mut *const u8,
+    out_len: *mut usize,
+) -> super::kcheck_status {
+    boundary(|| {
+        let out_data = unsafe { Out::new(out_data, "out_data") }?;
+        let out_len = unsafe { Out::new(out_len, "out_len") }?;
+        let batch =
+            unsafe { batch.as_ref() }.ok_or_else(|| Failure::invalid_argument("batch is NULL"))?;
+        out_len.write(batch.bytes.len())?;
+        out_data.write(batch.bytes.as_ptr())
     })
 }
 

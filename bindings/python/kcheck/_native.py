@@ -169,6 +169,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_batch_len": (c_size_t, [c_void_p], False),
     "kcheck_batch_get": (c_void_p, [c_void_p, c_size_t], False),
     "kcheck_batch_get_fields": (_status, [c_void_p, _out_ptr, POINTER(c_size_t)], True),
+    "kcheck_batch_get_bytes": (_status, [c_void_p, _out_ptr, POINTER(c_size_t)], True),
     "kcheck_batch_free": (None, [c_void_p], False),
 }
 
@@ -294,19 +295,3 @@ def status_name(status: int) -> str:
     """The library's name for a status code."""
     raw: bytes = lib.kcheck_status_name(status)
     return raw.decode()
-
-
-# --------------------------------------------------------------------------- fast memory reads
-#
-# ctypes.string_at costs a foreign call per field (~0.5 us). Records are
-# read instead through one memoryview over the whole address space: a
-# ctypes array placed at address 0 that is never read except at the exact
-# (pointer, length) ranges the library hands out, all valid while their
-# batch lives. Slicing it and copying the slice costs a fraction of that.
-# 64-bit only: there every user-space address is below sys.maxsize.
-
-if sys.maxsize > 2**32:
-    _address_space = (ctypes.c_char * sys.maxsize).from_address(0)
-    MEMORY: Optional[memoryview] = memoryview(_address_space).cast("B")
-else:  # pragma: no cover - 32-bit platforms use string_at
-    MEMORY = None

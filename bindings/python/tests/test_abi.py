@@ -65,6 +65,7 @@ def expected_ctype(declaration: str) -> object:
         "char * *": ctypes.POINTER(ctypes.c_void_p),  # owned string out-param
         "kcheck_record_fields *": ctypes.POINTER(_native.RecordFields),
         "kcheck_record_fields * *": ctypes.POINTER(ctypes.c_void_p),
+        "uint8_t * *": ctypes.POINTER(ctypes.c_void_p),  # borrowed buffer out-param
         "kcheck_log_callback": _native.LOG_CALLBACK,
     }
     if c_type in simple:
