@@ -299,11 +299,14 @@ class Consumer:
         """Whether :meth:`close` was called."""
         return self._closed
 
+    def _closed_error(self) -> ConsumerClosedError:
+        return ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Record]:
         if self._closed:
-            raise ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+            raise self._closed_error()
         return self._records()
 
     def _records(self) -> Iterator[Record]:
@@ -319,7 +322,7 @@ class Consumer:
 
     def __next__(self) -> Record:
         if self._closed:
-            raise ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+            raise self._closed_error()
         while True:
             it = self._current_it
             if it is not None:
@@ -387,13 +390,17 @@ class Consumer:
         """Per shard, the last record handed out (optionally not counting the very last)."""
         with self._hand_lock:
             lasts = dict(self._last_by_shard)
-            records = self._current
-            if records is not None:
-                end = self._handed_in_current()
-                if exclude_last and end > 0:
-                    end -= 1
-                _last_per_shard(records, end, lasts, self._current_shards)
+            self._last_handed_in_current(lasts, exclude_last)
         return lasts
+
+    def _last_handed_in_current(self, into: Dict[str, Record], exclude_last: bool) -> None:
+        """Stores into ``into``, per shard, the last record handed out of the current batch."""
+        records = self._current
+        if records is not None:
+            end = self._handed_in_current()
+            if exclude_last and end > 0:
+                end -= 1
+            _last_per_shard(records, end, into, self._current_shards)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -412,7 +419,7 @@ class Consumer:
         """
         with self._lock:
             if self._closed:
-                raise ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+                raise self._closed_error()
             consumer = self._handle.ptr
             if record is not None:
                 if not isinstance(record, Record):
@@ -480,9 +487,8 @@ class Consumer:
                     # Processed: everything handed out before the last record.
                     # (Earlier batches were acknowledged by the library already.)
                     processed: Dict[str, Record] = {}
-                    _last_per_shard(
-                        self._current, max(self._handed_in_current() - 1, 0), processed, self._current_shards
-                    )
+                    with self._hand_lock:
+                        self._last_handed_in_current(processed, exclude_last=True)
                     self._checkpoint_records(processed, raise_errors=False)
             finally:
                 if self._current:
@@ -497,7 +503,7 @@ class Consumer:
 
     def __enter__(self) -> "Consumer":
         if self._closed:
-            raise ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+            raise self._closed_error()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
