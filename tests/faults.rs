@@ -168,6 +168,51 @@ fn dropped_connections_are_retried_and_counted() {
 }
 
 #[test]
+fn a_page_that_breaks_off_after_records_were_queued_resumes_after_them() {
+    let (kinesis, stream) = create_stream(1);
+    let expected = put_payloads(&kinesis, &stream, 0..50);
+    // The first page with records is cut in half: the records before the cut
+    // are queued as they are decoded, then the body turns out malformed.
+    let upstream = emulators().kinesis_url();
+    let cut = Arc::new(AtomicU32::new(0));
+    let cuts = cut.clone();
+    let proxy = StubServer::start(move |request| {
+        let response = forward(&upstream, request);
+        match response {
+            StubResponse::Full {
+                status: 200,
+                content_type,
+                body,
+            } if operation(request) == "GetRecords"
+                && String::from_utf8_lossy(&body).contains("payload-")
+                && cuts.fetch_add(1, Ordering::SeqCst) == 0 =>
+            {
+                StubResponse::Full {
+                    status: 200,
+                    content_type,
+                    body: body[..body.len() / 2].to_vec(),
+                }
+            }
+            other => other,
+        }
+    });
+    // One record per channel item, so records are queued before the cut.
+    let consumer = consumer_for(&stream)
+        .aws_config(config_for(proxy.url()))
+        .max_queue_size(8)
+        .build()
+        .unwrap();
+    let got = payloads(&take(&consumer, 50, WAIT));
+    assert_eq!(got, expected, "every record once, in order");
+    assert!(cut.load(Ordering::SeqCst) > 0, "a page was cut");
+    assert!(
+        take(&consumer, 1, Duration::from_millis(500)).is_empty(),
+        "nothing is delivered twice"
+    );
+    assert!(consumer.stats().shards[0].errors > 0);
+}
+
+#[test]
 fn access_denied_reaches_the_caller_instead_of_spinning() {
     let (kinesis, stream) = create_stream(1);
     put_payloads(&kinesis, &stream, 0..5);

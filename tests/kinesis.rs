@@ -33,10 +33,10 @@ fn read_all(
         .unwrap();
     let mut records = Vec::new();
     for _ in 0..100 {
-        let page = client.get_records(&iterator, 1000).unwrap();
-        let empty = page.records.is_empty();
-        records.extend(page.records);
-        match page.next_shard_iterator {
+        let output = client.get_records(&iterator, 1000).unwrap();
+        let empty = output.records.is_empty();
+        records.extend(output.records);
+        match output.page.next_shard_iterator {
             Some(next) if !empty => iterator = next,
             _ => break,
         }
@@ -159,10 +159,11 @@ fn get_records_respects_the_limit_and_reports_lag() {
     let iterator = client
         .get_shard_iterator(&stream, &shard, &IteratorPosition::TrimHorizon)
         .unwrap();
-    let page = client.get_records(&iterator, 7).unwrap();
-    assert_eq!(page.records.len(), 7);
-    assert!(page.next_shard_iterator.is_some());
-    assert!(page.millis_behind_latest.is_some());
+    let output = client.get_records(&iterator, 7).unwrap();
+    assert_eq!(output.records.len(), 7);
+    assert_eq!(output.page.record_count, 7);
+    assert!(output.page.next_shard_iterator.is_some());
+    assert!(output.page.millis_behind_latest.is_some());
     assert!(client.get_records(&iterator, 0).is_err());
     assert!(client.get_records(&iterator, 10_001).is_err());
 }
@@ -231,8 +232,8 @@ fn split_and_merge_reshard_the_stream() {
         .unwrap();
     let mut ended = false;
     for _ in 0..20 {
-        let page = client.get_records(&iterator, 1000).unwrap();
-        match page.next_shard_iterator {
+        let output = client.get_records(&iterator, 1000).unwrap();
+        match output.page.next_shard_iterator {
             Some(next) => iterator = next,
             None => {
                 ended = true;

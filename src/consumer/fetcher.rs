@@ -2,6 +2,7 @@
 //! de-aggregation, and delivery into the bounded channel (blocking when it is
 //! full, so nothing is ever dropped).
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,10 +49,19 @@ struct Fetcher<'a> {
     context: &'a Context,
     shard: &'a Arc<OwnedShard>,
     start: StartFrom,
-    /// The last Kinesis record fetched (whole aggregates are delivered).
-    last_fetched: Option<String>,
+    /// The last Kinesis record sent to the caller's queue (chunks end on
+    /// whole aggregates), where a new iterator resumes.
+    last_sent: Option<String>,
+    /// Whether the page being read has sent records already.
+    sent_from_page: bool,
     iterator: Option<String>,
     failures: u32,
+    /// User records gathered for the next channel item.
+    chunk: Vec<Record>,
+    /// A fresh shard id per chunk: its reference count is touched by this
+    /// thread while the chunk fills and by the caller's thread only after,
+    /// instead of one shared counter bouncing between them per record.
+    chunk_shard_id: Arc<str>,
 }
 
 impl<'a> Fetcher<'a> {
@@ -60,9 +70,12 @@ impl<'a> Fetcher<'a> {
             context,
             shard,
             start,
-            last_fetched: None,
+            last_sent: None,
+            sent_from_page: false,
             iterator: None,
             failures: 0,
+            chunk: Vec::with_capacity(context.chunk_size),
+            chunk_shard_id: Arc::from(&*shard.shard_id),
         }
     }
 
@@ -71,6 +84,7 @@ impl<'a> Fetcher<'a> {
     }
 
     fn run(mut self) {
+        let context = self.context;
         let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
         while self.running() {
             let iterator = match self.iterator.take() {
@@ -84,45 +98,62 @@ impl<'a> Fetcher<'a> {
                 },
             };
             let wait = MIN_CALL_INTERVAL.saturating_sub(last_call.elapsed());
-            if !self.context.sleep(wait) {
+            if !context.sleep(wait) {
                 return;
             }
             last_call = Instant::now();
-            let response = self.context.kinesis.get_records_with(
+            // Records are queued as the page is decoded, chunk by chunk.
+            let skip_through = self.skip_through();
+            self.sent_from_page = false;
+            let mut stopped = false;
+            let response = context.kinesis.get_records_each(
                 &iterator,
-                self.context.options.record_limit,
-                &RetryPolicy::no_retries(),
+                context.options.record_limit,
+                |record| {
+                    if self.accept(record, skip_through.as_ref()) {
+                        ControlFlow::Continue(())
+                    } else {
+                        stopped = true;
+                        ControlFlow::Break(())
+                    }
+                },
             );
+            if stopped {
+                return;
+            }
             match response {
                 Ok(page) => {
+                    if !self.send_chunk() {
+                        return;
+                    }
                     self.failures = 0;
                     let caught_up =
-                        page.records.is_empty() && page.millis_behind_latest.unwrap_or(0) == 0;
+                        page.record_count == 0 && page.millis_behind_latest.unwrap_or(0) == 0;
                     if let Some(behind) = page.millis_behind_latest {
                         self.shard
                             .counters
                             .millis_behind_latest
                             .store(behind, Ordering::Relaxed);
                     }
-                    if !self.deliver_page(page.records) {
-                        return;
-                    }
                     match page.next_shard_iterator {
                         Some(next) => self.iterator = Some(next),
                         None => {
                             log::info!("shard {} reached its end", self.shard.shard_id);
-                            self.context
-                                .deliver(Item::ShardEnd(self.shard.clone()), self.shard);
+                            context.deliver(Item::ShardEnd(self.shard.clone()), self.shard);
                             return;
                         }
                     }
-                    if caught_up && !self.context.sleep(self.context.options.idle_poll_interval) {
+                    if caught_up && !context.sleep(context.options.idle_poll_interval) {
                         return;
                     }
                 }
                 Err(error) => {
-                    // Keep the iterator for a retry unless it expired.
-                    if error.code() != Some(&ErrorCode::ExpiredIterator) {
+                    // What the failed page gathered but did not send is read
+                    // again. The same iterator serves a retry unless it
+                    // expired or part of the page was sent already: then a
+                    // new one starts after the last record sent.
+                    self.chunk.clear();
+                    if error.code() != Some(&ErrorCode::ExpiredIterator) && !self.sent_from_page {
                         self.iterator = Some(iterator);
                     }
                     self.on_error(error);
@@ -132,7 +163,7 @@ impl<'a> Fetcher<'a> {
     }
 
     fn new_iterator(&self) -> crate::Result<String> {
-        let position = match (&self.last_fetched, &self.start) {
+        let position = match (&self.last_sent, &self.start) {
             (Some(sequence), _) => IteratorPosition::AfterSequenceNumber(sequence.clone()),
             (None, StartFrom::After(position)) => {
                 IteratorPosition::AtSequenceNumber(position.sequence_number.clone())
@@ -146,47 +177,43 @@ impl<'a> Fetcher<'a> {
         )
     }
 
-    /// Splits aggregates, skips what the checkpoint covers, and delivers.
-    fn deliver_page(&mut self, records: Vec<kinesis::Record>) -> bool {
-        let skip_through = match &self.start {
-            StartFrom::After(position) if self.last_fetched.is_none() => Some(position.clone()),
+    /// The checkpoint whose records a page must skip: until something has
+    /// been sent, reading starts at (not after) the checkpointed record.
+    fn skip_through(&self) -> Option<Position> {
+        match &self.start {
+            StartFrom::After(position) if self.last_sent.is_none() => Some(position.clone()),
             _ => None,
-        };
-        let counters = &self.shard.counters;
-        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-        counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        if let Some(last) = records.last() {
-            self.last_fetched = Some(last.sequence_number.clone());
         }
-        let chunk_size = self.context.chunk_size;
-        let mut chunk = Vec::with_capacity(chunk_size);
-        // A fresh shard id per chunk: its reference count is touched by this
-        // thread while the chunk fills and by the caller's thread only after,
-        // instead of one shared counter bouncing between them per record.
-        let mut shard_id: Arc<str> = Arc::from(&*self.shard.shard_id);
-        for record in records {
-            let before = chunk.len();
-            self.split_into(record, &shard_id, &mut chunk);
-            if let Some(done) = &skip_through {
-                let added = chunk.split_off(before);
-                chunk.extend(added.into_iter().filter(|user| !covers(done, user)));
-            }
-            if chunk.len() >= chunk_size {
-                if !self.send_chunk(&mut chunk) {
-                    return false;
-                }
-                shard_id = Arc::from(&*self.shard.shard_id);
-            }
+    }
+
+    /// Splits an aggregate, skips what the checkpoint covers, and sends the
+    /// chunk once it is full. False once the shard must stop.
+    fn accept(&mut self, record: kinesis::Record, skip_through: Option<&Position>) -> bool {
+        let before = self.chunk.len();
+        self.split_into(record);
+        if let Some(done) = skip_through {
+            let added = self.chunk.split_off(before);
+            self.chunk
+                .extend(added.into_iter().filter(|user| !covers(done, user)));
         }
-        chunk.is_empty() || self.send_chunk(&mut chunk)
+        self.chunk.len() < self.context.chunk_size || self.send_chunk()
     }
 
     /// Sends the records gathered so far as one channel item.
-    fn send_chunk(&self, chunk: &mut Vec<Record>) -> bool {
-        let records = std::mem::replace(chunk, Vec::with_capacity(self.context.chunk_size));
+    fn send_chunk(&mut self) -> bool {
+        let Some(last) = self.chunk.last() else {
+            return true;
+        };
+        self.last_sent = Some(last.sequence_number.clone());
+        self.sent_from_page = true;
+        let records =
+            std::mem::replace(&mut self.chunk, Vec::with_capacity(self.context.chunk_size));
+        self.chunk_shard_id = Arc::from(&*self.shard.shard_id);
         // Counted before sending, so stats never lag behind what the caller got.
-        self.shard
-            .counters
+        let counters = &self.shard.counters;
+        let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+        counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        counters
             .records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.context
@@ -194,11 +221,12 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Appends the user records of one Kinesis record (one, or the
-    /// contents of a KPL aggregate) to `out`.
-    fn split_into(&self, record: kinesis::Record, shard_id: &Arc<str>, out: &mut Vec<Record>) {
+    /// contents of a KPL aggregate) to the chunk.
+    fn split_into(&mut self, record: kinesis::Record) {
         let tenure_id = self.shard.id;
+        let shard_id = &self.chunk_shard_id;
         match deaggregate(&record.data) {
-            Some(users) => out.extend(users.into_iter().map(|user| Record {
+            Some(users) => self.chunk.extend(users.into_iter().map(|user| Record {
                 data: user.data,
                 partition_key: user.partition_key,
                 sequence_number: record.sequence_number.clone(),
@@ -208,7 +236,7 @@ impl<'a> Fetcher<'a> {
                 explicit_hash_key: user.explicit_hash_key,
                 tenure_id,
             })),
-            None => out.push(Record {
+            None => self.chunk.push(Record {
                 data: record.data,
                 partition_key: record.partition_key,
                 sequence_number: record.sequence_number,

@@ -18,6 +18,7 @@ pub struct ShardStats {
     /// The stored checkpoint (`SHARD_END` for a finished shard).
     pub last_checkpointed: Option<String>,
     pub millis_behind_latest: u64,
+    /// User records queued for the caller, and their payload bytes.
     pub records: u64,
     pub bytes: u64,
     pub throttles: u64,

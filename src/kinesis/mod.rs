@@ -1,12 +1,15 @@
 //! Blocking, typed Kinesis Data Streams operations.
 
 pub mod aggregation;
+mod page;
 mod types;
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub use page::GetRecordsPage;
 pub use types::{
     ChildShard, GetRecordsOutput, HashKeyRange, IteratorPosition, PutRecordsEntry,
     PutRecordsOutput, PutRecordsResultEntry, Record, SequenceNumberRange, Shard, ShardFilter,
@@ -213,22 +216,39 @@ impl KinesisClient {
     /// Up to `limit` records (1..=10 000) from `shard_iterator`, retried as
     /// the client's policy allows.
     pub fn get_records(&self, shard_iterator: &str, limit: u32) -> Result<GetRecordsOutput> {
-        self.client
-            .call("GetRecords", &get_records_request(shard_iterator, limit)?)
+        let request = get_records_request(shard_iterator, limit)?;
+        let mut records = Vec::new();
+        let page = self.client.call_decoding(
+            "GetRecords",
+            &request,
+            &self.client.retry_policy(),
+            |body| {
+                records.clear(); // what a failed attempt decoded
+                page::decode_page(body, &mut |record| {
+                    records.push(record);
+                    ControlFlow::Continue(())
+                })
+            },
+        )?;
+        Ok(GetRecordsOutput { records, page })
     }
 
-    /// GetRecords with a caller-chosen retry policy (the consumer keeps its
-    /// own per-shard backoff).
-    pub fn get_records_with(
+    /// One GetRecords attempt that hands each record to `on_record` as soon
+    /// as it is decoded; `on_record` breaks to skip the rest of the page.
+    /// Never retried: records already handed over cannot be taken back, so
+    /// a failure (even a body that turns out malformed after some records)
+    /// is the caller's to resume, e.g. after its last accepted record.
+    pub fn get_records_each(
         &self,
         shard_iterator: &str,
         limit: u32,
-        retry: &RetryPolicy,
-    ) -> Result<GetRecordsOutput> {
-        self.client.call_with(
+        mut on_record: impl FnMut(Record) -> ControlFlow<()>,
+    ) -> Result<GetRecordsPage> {
+        self.client.call_decoding(
             "GetRecords",
             &get_records_request(shard_iterator, limit)?,
-            retry,
+            &RetryPolicy::no_retries(),
+            |body| page::decode_page(body, &mut on_record),
         )
     }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::page::GetRecordsPage;
+
 /// A stream named by name or by ARN (anything starting with `arn:`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub enum StreamRef {
@@ -173,8 +175,7 @@ pub struct Record {
     pub explicit_hash_key: Option<String>,
 }
 
-/// A child shard announced at a closed shard's end (AWS only; emulators may
-/// omit it, so ListShards stays the source of truth).
+/// A child shard announced at a closed shard's end.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ChildShard {
@@ -183,22 +184,12 @@ pub struct ChildShard {
     pub hash_key_range: HashKeyRange,
 }
 
-/// One GetRecords page.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+/// One GetRecords page, its records collected.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GetRecordsOutput {
     pub records: Vec<Record>,
-    /// Absent once a closed shard has been read to its end.
-    pub next_shard_iterator: Option<String>,
-    pub millis_behind_latest: Option<u64>,
-    pub child_shards: Option<Vec<ChildShard>>,
-}
-
-impl GetRecordsOutput {
-    /// Whether this page ends a closed shard.
-    pub fn is_shard_end(&self) -> bool {
-        self.next_shard_iterator.is_none()
-    }
+    /// The page's other fields: next iterator, lag, child shards.
+    pub page: GetRecordsPage,
 }
 
 /// One record for PutRecords.
@@ -241,7 +232,8 @@ pub struct PutRecordsOutput {
     pub records: Vec<PutRecordsResultEntry>,
 }
 
-/// Decodes straight from the JSON text: no intermediate String per record.
+/// Decodes straight from the JSON text: no intermediate String per record,
+/// and no UTF-8 check of text that base64 decoding checks anyway.
 fn deserialize_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
     struct Base64;
     impl serde::de::Visitor<'_> for Base64 {
@@ -249,13 +241,16 @@ fn deserialize_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a base64 string")
         }
-        fn visit_str<E: serde::de::Error>(self, encoded: &str) -> Result<Vec<u8>, E> {
+        fn visit_bytes<E: serde::de::Error>(self, encoded: &[u8]) -> Result<Vec<u8>, E> {
             base64::engine::general_purpose::STANDARD
-                .decode(encoded.as_bytes())
+                .decode(encoded)
                 .map_err(|e| E::custom(format!("Data is not valid base64: {e}")))
         }
+        fn visit_str<E: serde::de::Error>(self, encoded: &str) -> Result<Vec<u8>, E> {
+            self.visit_bytes(encoded.as_bytes())
+        }
     }
-    deserializer.deserialize_str(Base64)
+    deserializer.deserialize_bytes(Base64)
 }
 
 fn serialize_base64<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {

@@ -3,7 +3,6 @@
 //! SigV4 on every attempt, a capped response body, AWS errors parsed into
 //! [`Error::Service`] and retries decided by [`Error::is_retryable`].
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -11,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::transport::body::read_body;
 use crate::transport::credentials::SharedCredentialsProvider;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::signing::sign_request;
@@ -93,11 +93,29 @@ impl JsonClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))?;
+        self.call_decoding(operation, request, retry, |body| {
+            serde_json::from_slice(body)
+        })
+    }
+
+    /// Calls `operation`, retrying as `retry` allows, and makes the result
+    /// of a successful response's body with `decode`: for bodies decoded
+    /// piece by piece as they are parsed rather than into one value.
+    pub(crate) fn call_decoding<Req, T>(
+        &self,
+        operation: &'static str,
+        request: &Req,
+        retry: &RetryPolicy,
+        mut decode: impl FnMut(&[u8]) -> serde_json::Result<T>,
+    ) -> Result<T>
+    where
+        Req: Serialize + ?Sized,
+    {
+        let body = encode_request(operation, request)?;
         retry.run(|_| {
-            let (status, bytes) = self.send_once(operation, &body)?;
-            decode_response(operation, status, &bytes)
+            self.send_once(operation, &body, |status, bytes| {
+                decode_response_with(operation, status, bytes, &mut decode)
+            })
         })
     }
 
@@ -116,16 +134,21 @@ impl JsonClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))?;
+        let body = encode_request(operation, request)?;
         self.inner.retry.run(|_| {
-            let (status, bytes) = self.send_once(operation, &body)?;
-            inspect(decode_response(operation, status, &bytes), &bytes)
+            self.send_once(operation, &body, |status, bytes| {
+                inspect(decode_response(operation, status, bytes), bytes)
+            })
         })
     }
 
-    /// One signed POST; returns the status and the (capped) body.
-    fn send_once(&self, operation: &'static str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    /// One signed POST; hands the status and the (capped) body to `handle`.
+    fn send_once<T>(
+        &self,
+        operation: &'static str,
+        body: &[u8],
+        handle: impl FnOnce(u16, &[u8]) -> Result<T>,
+    ) -> Result<T> {
         let inner = &*self.inner;
         let credentials = inner.credentials.provide_credentials()?;
         let mut request = http::Request::post(&inner.endpoint)
@@ -154,22 +177,23 @@ impl JsonClient {
             .map_err(|e| transport_error(e.to_string()))?;
         let status = response.status().as_u16();
         let limit = inner.max_response_bytes;
-        // Sized from Content-Length up front: a 14 MB GetRecords body is
-        // then read without repeated reallocation and copying.
         let expected = response.body().content_length().unwrap_or(0).min(limit);
-        let mut bytes = Vec::with_capacity(expected as usize);
-        response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .reader()
-            .read_to_end(&mut bytes)
-            .map_err(|e| match ureq::Error::from(e) {
+        let reader = response.body_mut().with_config().limit(limit).reader();
+        read_body(reader, expected as usize, |bytes| handle(status, bytes)).map_err(|e| {
+            match ureq::Error::from(e) {
                 ureq::Error::BodyExceedsLimit(_) => Error::ResponseTooLarge { operation, limit },
                 other => transport_error(format!("reading the response body: {other}")),
-            })?;
-        Ok((status, bytes))
+            }
+        })?
     }
+}
+
+fn encode_request<Req: Serialize + ?Sized>(
+    operation: &'static str,
+    request: &Req,
+) -> Result<Vec<u8>> {
+    serde_json::to_vec(request)
+        .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))
 }
 
 /// Turns a status and body into the typed response or the typed error.
@@ -178,6 +202,16 @@ pub(crate) fn decode_response<Resp: DeserializeOwned>(
     status: u16,
     body: &[u8],
 ) -> Result<Resp> {
+    decode_response_with(operation, status, body, |body| serde_json::from_slice(body))
+}
+
+/// Like [`decode_response`], with `decode` making the result of a success.
+fn decode_response_with<T>(
+    operation: &'static str,
+    status: u16,
+    body: &[u8],
+    decode: impl FnOnce(&[u8]) -> serde_json::Result<T>,
+) -> Result<T> {
     if (200..300).contains(&status) {
         // An empty 200 body is `{}` for operations without output.
         let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -185,7 +219,7 @@ pub(crate) fn decode_response<Resp: DeserializeOwned>(
         } else {
             body
         };
-        return serde_json::from_slice(body).map_err(|e| Error::MalformedResponse {
+        return decode(body).map_err(|e| Error::MalformedResponse {
             operation,
             status,
             detail: format!("{e}; body starts {}", excerpt(body)),

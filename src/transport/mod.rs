@@ -2,6 +2,7 @@
 //! (region, endpoint, credentials) as the AWS SDKs do it, SigV4 signing, the
 //! shared JSON-protocol client and its retry policy.
 
+mod body;
 mod client;
 pub mod credentials;
 mod env;
