@@ -3,7 +3,8 @@
 //! GetRecords bodies with serde_json and base64.
 //!
 //! Run: `cargo bench --bench drain` (env: SHARDS [4], RECORDS_PER_SHARD
-//! [50000], RECORD_BYTES [1024]). The emulators run in a child process (this
+//! [50000], RECORD_BYTES [1024], REPEAT [5]: runs, each a new consumer group
+//! draining the stream from the start; the median is reported). The emulators run in a child process (this
 //! binary re-executed), so the figures are the client's alone.
 
 use std::io::{BufRead, BufReader};
@@ -19,7 +20,7 @@ use kcheck::{Consumer, DynamoDbCheckpointer};
 const SERVE_ENV: &str = "KCHECK_BENCH_SERVE_EMULATORS";
 
 /// CPU per record of async-kinesis 3.0.1 draining the same workload with
-/// DynamoDB checkpoints, the middle of 67.5-70.5 us measured on the 2-core
+/// DynamoDB checkpoints, the middle of 67.2-70.5 us measured on the 2-core
 /// development machine by bindings/python/benchmarks/compare_consumers.py.
 const ASYNC_KINESIS_US_PER_RECORD: f64 = 69.0;
 
@@ -34,6 +35,7 @@ fn main() {
     let shards: u32 = env_number("SHARDS", 4);
     let per_shard: usize = env_number("RECORDS_PER_SHARD", 50_000);
     let record_bytes: usize = env_number("RECORD_BYTES", 1024);
+    let repeat: usize = env_number("REPEAT", 5).max(1);
     let total = shards as usize * per_shard;
 
     let (mut emulators, kinesis_url, dynamodb_url) = start_emulators();
@@ -66,70 +68,141 @@ fn main() {
 
     let floor = parse_floor(&kinesis, &stream, &kinesis_url);
 
-    let consumer = Consumer::builder(stream.as_str())
-        .aws_config(config(&kinesis_url))
-        .checkpointer(
-            DynamoDbCheckpointer::builder("bench")
-                .aws_config(config(&dynamodb_url))
+    let checkpointer = |name: &str| {
+        DynamoDbCheckpointer::builder(name)
+            .aws_config(config(&dynamodb_url))
+            .build()
+            .expect("checkpointer")
+    };
+    // Each run is a new consumer group, so it drains the stream from the start.
+    let runs: Vec<Drain> = (1..=repeat)
+        .map(|run| {
+            let consumer = Consumer::builder(stream.as_str())
+                .aws_config(config(&kinesis_url))
+                .checkpointer(checkpointer(&format!("bench-{run}")))
                 .build()
-                .expect("checkpointer"),
-        )
-        .build()
-        .expect("consumer");
-    let cpu_before = process_cpu();
-    let started = Instant::now();
-    let mut received = 0usize;
-    let mut bytes = 0usize;
-    while received < total {
-        let batch = consumer
-            .next_batch(1000, Duration::from_secs(30))
-            .expect("records");
-        if batch.is_empty() {
-            panic!("stalled at {received} of {total} records");
-        }
-        received += batch.len();
-        bytes += batch.iter().map(|r| r.data.len()).sum::<usize>();
-    }
-    let elapsed = started.elapsed();
-    let cpu = process_cpu() - cpu_before;
-    let stats = consumer.stats();
-    consumer.close().expect("close");
-    let writes = consumer.stats().checkpoint_writes;
+                .expect("consumer");
+            let drained = drain(consumer, total);
+            println!(
+                "run {run}: {:.2} us/record, {:.2?}, peak RSS {:.1} MiB",
+                drained.us_per_record(),
+                drained.elapsed,
+                drained.peak_rss_kib as f64 / 1024.0
+            );
+            drained
+        })
+        .collect();
     let _ = emulators.kill();
 
-    let per_record = cpu.as_secs_f64() * 1e6 / received as f64;
+    let mut per_record: Vec<f64> = runs.iter().map(Drain::us_per_record).collect();
+    per_record.sort_by(f64::total_cmp);
+    let median = per_record[per_record.len() / 2];
+    let middle = &runs[runs.len() / 2];
+    let range = |values: &[f64]| format!("{:.2}-{:.2}", values[0], values[values.len() - 1]);
     println!(
-        "records            {received} ({:.1} MiB of data)",
-        bytes as f64 / 1048576.0
+        "records            {} per run ({:.1} MiB of data), {repeat} runs",
+        middle.records,
+        middle.bytes as f64 / 1048576.0
     );
-    println!("wall time          {elapsed:.2?}");
     println!(
-        "throughput         {:.0} records/s",
-        received as f64 / elapsed.as_secs_f64()
+        "throughput         {:.0} records/s (run {})",
+        middle.records as f64 / middle.elapsed.as_secs_f64(),
+        runs.len() / 2 + 1
     );
-    println!("client CPU         {per_record:.2} us/record ({cpu:.2?} in all)");
-    println!("CPU floor          {floor:.2} us/record (serde_json + base64 on the same GetRecords bodies)");
-    println!("client / floor     {:.2}x", per_record / floor);
     println!(
-        "peak RSS           {:.1} MiB",
-        peak_rss_kib() as f64 / 1024.0
+        "client CPU         {median:.2} us/record median ({} over the runs)",
+        range(&per_record)
+    );
+    println!(
+        "CPU floor          {:.2} us/record (serde_json + the base64 crate on the same GetRecords bodies)",
+        floor.base64_crate
+    );
+    println!(
+        "                   {:.2} us/record (serde_json + base64-simd, kcheck's decoder)",
+        floor.base64_simd
+    );
+    println!(
+        "client / floor     {:.2}x ({:.2}x of the base64-simd floor)",
+        median / floor.base64_crate,
+        median / floor.base64_simd
+    );
+    // Later runs start with what the allocator kept from earlier ones.
+    println!(
+        "peak RSS           {:.1} MiB (run 1; the process, emulators excluded)",
+        runs[0].peak_rss_kib as f64 / 1024.0
     );
     println!(
         "DynamoDB writes    {:.1} per shard ({} checkpoint writes, {} heartbeats, {} shards)",
-        (writes + stats.heartbeats) as f64 / shards as f64,
-        writes,
-        stats.heartbeats,
+        (middle.checkpoint_writes + middle.heartbeats) as f64 / shards as f64,
+        middle.checkpoint_writes,
+        middle.heartbeats,
         shards
     );
     println!(
         "vs Python asyncio  {:.1}x less CPU per record than async-kinesis ({ASYNC_KINESIS_US_PER_RECORD} us/record)",
-        ASYNC_KINESIS_US_PER_RECORD / per_record
+        ASYNC_KINESIS_US_PER_RECORD / median
     );
 }
 
-/// CPU µs per record of parsing GetRecords bodies with serde_json + base64
-/// alone: the floor any consumer pays.
-fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
+/// What one drain of the stream cost.
+struct Drain {
+    records: usize,
+    bytes: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    peak_rss_kib: u64,
+    checkpoint_writes: u64,
+    heartbeats: u64,
+}
+
+impl Drain {
+    fn us_per_record(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records as f64
+    }
+}
+
+/// Reads `total` records in batches, then closes (final checkpoints).
+fn drain(consumer: Consumer, total: usize) -> Drain {
+    reset_peak_rss();
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let mut records = 0usize;
+    let mut bytes = 0usize;
+    while records < total {
+        let batch = consumer
+            .next_batch(1000, Duration::from_secs(30))
+            .expect("records");
+        if batch.is_empty() {
+            panic!("stalled at {records} of {total} records");
+        }
+        records += batch.len();
+        bytes += batch.iter().map(|r| r.data.len()).sum::<usize>();
+    }
+    let elapsed = started.elapsed();
+    let cpu = process_cpu() - cpu_before;
+    let heartbeats = consumer.stats().heartbeats;
+    consumer.close().expect("close");
+    Drain {
+        records,
+        bytes,
+        elapsed,
+        cpu,
+        peak_rss_kib: peak_rss_kib(),
+        checkpoint_writes: consumer.stats().checkpoint_writes,
+        heartbeats,
+    }
+}
+
+/// CPU µs per record of parsing GetRecords bodies with serde_json and a
+/// base64 decoder alone: the floor any consumer pays.
+struct Floors {
+    /// With the common scalar `base64` crate.
+    base64_crate: f64,
+    /// With `base64-simd`, the decoder kcheck (and the AWS SDK) uses.
+    base64_simd: f64,
+}
+
+fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> Floors {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Page {
@@ -186,21 +259,28 @@ fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> f64 {
         };
         bodies.push(body);
     }
-    let mut records = 0usize;
-    let cpu_before = process_cpu();
-    for _ in 0..3 {
-        for body in &bodies {
-            let page: Page = serde_json::from_slice(body).expect("page");
-            for record in page.records {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(record.data.as_bytes())
-                    .expect("base64");
-                std::hint::black_box(data);
-                records += 1;
+    let floor = |decode: &dyn Fn(&str) -> Vec<u8>| {
+        let mut records = 0usize;
+        let cpu_before = process_cpu();
+        for _ in 0..3 {
+            for body in &bodies {
+                let page: Page = serde_json::from_slice(body).expect("page");
+                for record in page.records {
+                    std::hint::black_box(decode(&record.data));
+                    records += 1;
+                }
             }
         }
+        (process_cpu() - cpu_before).as_secs_f64() * 1e6 / records as f64
+    };
+    Floors {
+        base64_crate: floor(&|text| {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("base64")
+        }),
+        base64_simd: floor(&|text| base64_simd::STANDARD.decode_to_vec(text).expect("base64")),
     }
-    (process_cpu() - cpu_before).as_secs_f64() * 1e6 / records as f64
 }
 
 /// User + system CPU time of this process, from /proc/self/stat.
@@ -217,6 +297,11 @@ fn process_cpu() -> Duration {
         .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
         .unwrap_or(0);
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn peak_rss_kib() -> u64 {

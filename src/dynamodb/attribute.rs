@@ -226,12 +226,11 @@ number_from!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32
 
 /// `B`: bytes as one base64 string.
 mod base64_bytes {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
+    use base64_simd::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
+        serializer.serialize_str(&STANDARD.encode_to_string(bytes))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
@@ -243,15 +242,14 @@ mod base64_bytes {
 
     pub(super) fn decode(text: &str) -> Result<Vec<u8>, String> {
         STANDARD
-            .decode(text.trim())
-            .map_err(|e| format!("invalid base64 in a binary attribute: {e}"))
+            .decode_to_vec(text.trim())
+            .map_err(|_| "invalid base64 in a binary attribute".to_owned())
     }
 }
 
 /// `BS`: a list of base64 strings.
 mod base64_list {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
+    use base64_simd::STANDARD;
     use serde::ser::SerializeSeq;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -261,7 +259,7 @@ mod base64_list {
     ) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(members.len()))?;
         for member in members {
-            seq.serialize_element(&STANDARD.encode(member))?;
+            seq.serialize_element(&STANDARD.encode_to_string(member))?;
         }
         seq.end()
     }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::page::GetRecordsPage;
@@ -242,9 +241,9 @@ fn deserialize_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<
             f.write_str("a base64 string")
         }
         fn visit_bytes<E: serde::de::Error>(self, encoded: &[u8]) -> Result<Vec<u8>, E> {
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|e| E::custom(format!("Data is not valid base64: {e}")))
+            base64_simd::STANDARD
+                .decode_to_vec(encoded)
+                .map_err(|_| E::custom("Data is not valid base64"))
         }
         fn visit_str<E: serde::de::Error>(self, encoded: &str) -> Result<Vec<u8>, E> {
             self.visit_bytes(encoded.as_bytes())
@@ -254,7 +253,7 @@ fn deserialize_base64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<
 }
 
 fn serialize_base64<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    serializer.serialize_str(&base64_simd::STANDARD.encode_to_string(data))
 }
 
 /// Kinesis sends timestamps as epoch seconds with a fraction.
