@@ -10,8 +10,9 @@ How to run, from the repository root:
 
     python3.11 -m venv target/bench-venv \
       && target/bench-venv/bin/pip install -r bindings/python/benchmarks/requirements.txt \
-      && cargo build --release -p kcheck-emulators \
-      && target/bench-venv/bin/python bindings/python/benchmarks/compare_consumers.py
+      && cargo build --release -p kcheck-emulators -p kcheck \
+      && PYTHONPATH=$PWD/bindings/python KCHECK_LIBRARY=$PWD/target/release/libkcheck.so \
+         target/bench-venv/bin/python bindings/python/benchmarks/compare_consumers.py
 
 Useful flags: --shards 4 --records-per-shard 50000 --record-size 1024
 --repeat 3 --consumers async-kinesis,kcheck. KCHECK_EMULATORS overrides the
@@ -179,8 +180,8 @@ def consume_with_async_kinesis(endpoints, stream_name, total_records, checkpoint
 def consume_with_kcheck(endpoints, stream_name, total_records):
     """kcheck through its Python ctypes binding: the synchronous twin of the async-kinesis consumer.
 
-    Needs the package in the venv: `target/bench-venv/bin/pip install ./bindings/python`
-    (builds libkcheck.so in release mode and bundles it); skipped (see available()) otherwise.
+    Runs the checkout's package (PYTHONPATH) with the library KCHECK_LIBRARY names, or an
+    installed package with the library it bundled; skipped (see available()) otherwise.
     """
     from kcheck import Consumer, DynamoDBCheckPointer
 
@@ -303,6 +304,15 @@ def main():
             print(f"skipping {name}: {why}", file=sys.stderr)
             continue
         consume, module = CONSUMERS[name]
+        if name == "kcheck":
+            # An installed package bundles the library of its install time:
+            # say which one runs (KCHECK_LIBRARY picks another).
+            loaded = subprocess.run(
+                [sys.executable, "-c", "import kcheck._native as n; print(n.library_path)"],
+                capture_output=True,
+                text=True,
+            )
+            print(f"kcheck library: {loaded.stdout.strip()}", file=sys.stderr)
         if name == "async-kinesis":
             consume = functools.partial(
                 consume, checkpointer=args.async_kinesis_checkpointer, processor=args.async_kinesis_processor
