@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope, MemoryCheckpointer, Position};
 use kcheck::kinesis::aggregation::aggregate;
@@ -292,4 +292,32 @@ fn a_full_queue_blocks_fetchers_and_loses_nothing() {
         expected.iter().collect::<HashSet<_>>()
     );
     assert_eq!(got.len(), 300);
+}
+
+#[test]
+fn closing_while_a_fetcher_waits_inside_a_page_resumes_exactly() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("mid-page");
+    let expected = put_payloads(&kinesis, &stream, 0..100);
+    let group = || {
+        consumer_for(&stream)
+            .checkpointer(dynamodb_checkpointer("app", &table).build().unwrap())
+            .max_queue_size(8) // one page of 100 records cannot fit: the fetcher waits inside it
+    };
+    let first = group().build().unwrap();
+    assert_eq!(payloads(&take(&first, 10, WAIT)), expected[..10]);
+    let started = Instant::now();
+    first.close().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let second = group().build().unwrap();
+    assert_eq!(
+        payloads(&take(&second, 91, WAIT)),
+        expected[9..],
+        "resumes at the unacknowledged record"
+    );
+    assert!(take(&second, 1, Duration::from_secs(1)).is_empty());
 }
