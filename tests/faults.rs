@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kcheck::kinesis::{KinesisClient, StreamRef};
+use kcheck::kinesis::{KinesisClient, PutRecordsEntry, StreamRef};
+use kcheck::transport::{AwsConfig, Credentials, Environment, HttpOptions};
 use kcheck::{Consumer, ErrorCode};
 use kcheck_emulators::{Emulators, Options};
 use stub_server::{forward, StubRequest, StubResponse, StubServer};
@@ -210,6 +211,33 @@ fn a_page_that_breaks_off_after_records_were_queued_resumes_after_them() {
         "nothing is delivered twice"
     );
     assert!(consumer.stats().shards[0].errors > 0);
+}
+
+#[test]
+fn pages_larger_than_the_response_cap_are_asked_again_with_fewer_records() {
+    let (kinesis, stream) = create_stream(1);
+    let entries: Vec<_> = (0..60)
+        .map(|i| PutRecordsEntry::new(format!("key-{i}"), vec![b'a' + (i % 26) as u8; 1024]))
+        .collect();
+    kinesis.put_records_all(&stream, &entries).unwrap();
+    // One page of 60 records of 1 KiB is about 90 KB; the cap is 16 KB.
+    let small_cap = AwsConfig::builder()
+        .region("us-east-1")
+        .endpoint_url(emulators().kinesis_url())
+        .credentials(Credentials::new("AKIDTEST", "test-secret", None, None))
+        .environment(Environment::from_vars(Vec::<(String, String)>::new()))
+        .http_options(HttpOptions {
+            max_response_bytes: 16 << 10,
+            ..HttpOptions::default()
+        })
+        .build()
+        .unwrap();
+    let consumer = consumer_for(&stream).aws_config(small_cap).build().unwrap();
+    let got = take(&consumer, 60, WAIT);
+    let data: Vec<Vec<u8>> = got.into_iter().map(|r| r.data).collect();
+    let expected: Vec<Vec<u8>> = entries.into_iter().map(|e| e.data).collect();
+    assert_eq!(data, expected, "every record once, in order");
+    assert!(consumer.stats().shards[0].errors > 0, "the cap was hit");
 }
 
 #[test]

@@ -56,6 +56,9 @@ struct Fetcher<'a> {
     sent_from_page: bool,
     iterator: Option<String>,
     failures: u32,
+    /// Records asked per call: `record_limit`, halved when a page exceeds
+    /// the client's response cap, doubled back once a page is not full.
+    limit: u32,
     /// User records gathered for the next channel item.
     chunk: Vec<Record>,
     /// A fresh shard id per chunk: its reference count is touched by this
@@ -74,6 +77,7 @@ impl<'a> Fetcher<'a> {
             sent_from_page: false,
             iterator: None,
             failures: 0,
+            limit: context.options.record_limit,
             chunk: Vec::with_capacity(context.chunk_size),
             chunk_shard_id: Arc::from(&*shard.shard_id),
         }
@@ -106,18 +110,16 @@ impl<'a> Fetcher<'a> {
             let skip_through = self.skip_through();
             self.sent_from_page = false;
             let mut stopped = false;
-            let response = context.kinesis.get_records_each(
-                &iterator,
-                context.options.record_limit,
-                |record| {
+            let response = context
+                .kinesis
+                .get_records_each(&iterator, self.limit, |record| {
                     if self.accept(record, skip_through.as_ref()) {
                         ControlFlow::Continue(())
                     } else {
                         stopped = true;
                         ControlFlow::Break(())
                     }
-                },
-            );
+                });
             if stopped {
                 return;
             }
@@ -127,6 +129,12 @@ impl<'a> Fetcher<'a> {
                         return;
                     }
                     self.failures = 0;
+                    if page.record_count < self.limit as usize {
+                        self.limit = self
+                            .limit
+                            .saturating_mul(2)
+                            .min(context.options.record_limit);
+                    }
                     let caught_up =
                         page.record_count == 0 && page.millis_behind_latest.unwrap_or(0) == 0;
                     if let Some(behind) = page.millis_behind_latest {
@@ -155,6 +163,17 @@ impl<'a> Fetcher<'a> {
                     self.chunk.clear();
                     if error.code() != Some(&ErrorCode::ExpiredIterator) && !self.sent_from_page {
                         self.iterator = Some(iterator);
+                    }
+                    if matches!(error, Error::ResponseTooLarge { .. }) && self.limit > 1 {
+                        // Nothing of it was read: ask again for fewer records.
+                        self.shard.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        self.limit /= 2;
+                        log::warn!(
+                            "shard {}: {error}; asking for {} records per call",
+                            self.shard.shard_id,
+                            self.limit
+                        );
+                        continue;
                     }
                     self.on_error(error);
                 }

@@ -69,8 +69,10 @@ pub struct HttpOptions {
     pub connect_timeout: Duration,
     /// Whole-request timeout, sending and receiving included.
     pub request_timeout: Duration,
-    /// Largest accepted response body. A full GetRecords (10 MiB of data,
-    /// base64 in JSON) is about 14 MiB.
+    /// Largest accepted response body. A full GetRecords page is 10 MiB of
+    /// data, 13.4 MiB in base64, plus up to about 5 MiB of keys and
+    /// sequence numbers for 10 000 records; a consumer whose pages still do
+    /// not fit asks for fewer records per call.
     pub max_response_bytes: u64,
 }
 
@@ -79,7 +81,7 @@ impl Default for HttpOptions {
         HttpOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(60),
-            max_response_bytes: 16 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
         }
     }
 }
