@@ -32,7 +32,7 @@ impl GetRecordsPage {
 
 /// Parses a GetRecords body, handing each record to `on_record` in order.
 /// Once `on_record` breaks, the page's remaining records are skipped
-/// unparsed; its other fields are still read.
+/// without being decoded; its other fields are still read.
 pub(crate) fn decode_page(
     body: &[u8],
     on_record: &mut impl FnMut(Record) -> ControlFlow<()>,
