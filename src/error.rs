@@ -100,6 +100,41 @@ impl Error {
         }
     }
 
+    /// Whether a failed request may still have been applied: the answer was
+    /// lost (a dropped connection, a timeout, a body cut off) or the service
+    /// failed after accepting it (HTTP 5xx). A conditional write that fails
+    /// this way is resolved by reading what the table holds, not by
+    /// assuming either outcome.
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Service { status, .. } | Error::MalformedResponse { status, .. } => {
+                *status >= 500 || *status == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is a problem of configuration or permissions that no
+    /// retry fixes (a missing stream or table, access denied, a disabled
+    /// key, invalid arguments, no credentials): the caller must hear of it
+    /// instead of the consumer spinning on it.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Error::Service { code, .. } => {
+                code.is_access_or_kms_configuration()
+                    || matches!(
+                        code,
+                        ErrorCode::ResourceNotFound
+                            | ErrorCode::InvalidArgument
+                            | ErrorCode::Validation
+                    )
+            }
+            Error::Credentials(_) | Error::Config(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether this is a throttling error (the caller should slow down).
     pub fn is_throttling(&self) -> bool {
         matches!(self, Error::Service { code, .. } if code.is_throttling())
@@ -310,6 +345,10 @@ mod tests {
             detail: "html".into(),
         };
         assert!(proxy_page.is_retryable());
+        // The write may have landed: only a read can tell.
+        assert!(transport.is_ambiguous() && proxy_page.is_ambiguous());
+        assert!(service("InternalFailure", 500).is_ambiguous());
+        assert!(!service("ThrottlingException", 400).is_ambiguous());
     }
 
     #[test]
@@ -338,6 +377,10 @@ mod tests {
         assert!(!garbled_ok.is_retryable());
         assert!(!Error::Config("x".into()).is_retryable());
         assert!(!Error::Credentials("x".into()).is_retryable());
+        assert!(service("AccessDeniedException", 400).is_configuration());
+        assert!(service("ResourceNotFoundException", 400).is_configuration());
+        assert!(!service("ProvisionedThroughputExceededException", 400).is_configuration());
+        assert!(!service("ConditionalCheckFailedException", 400).is_ambiguous());
         assert!(!Error::ResponseTooLarge {
             operation: "Op",
             limit: 1

@@ -1,28 +1,33 @@
-//! Leases and checkpoints in a DynamoDB table, as seed 000 describes it
-//! (HASH key `shard_id`, on-demand billing, TTL on `ttl`), with the KCL's
-//! counter-based fencing on every write.
+//! Leases and checkpoints in a DynamoDB table laid out as async-kinesis's
+//! DynamoDB checkpointer documents it (HASH key `shard_id`, on-demand
+//! billing, TTL on `ttl`), with the KCL's counter-based fencing on every
+//! write.
 //!
 //! Item attributes: `shard_id` (key: `{group}:{stream}:{shard}`), `app`,
 //! `stream`, `shard`, `ref` (owner; absent when free), `lease_counter`,
 //! `sequence` (or `SHARD_END`), `sub_sequence`, `parents`, `handoff_to`,
-//! `ts` (last write, epoch seconds; informational) and `ttl`.
+//! `start_sequence` or `start_timestamp` (a pinned start, milliseconds),
+//! `ts` (last write, epoch seconds; informational) and `ttl` (set only once
+//! the shard has left the stream).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Checkpoint, Checkpointer, Lease, LeaseScope, LeaseSettings, Position};
 use crate::dynamodb::{
-    item, AttributeValue, CreateTableRequest, DynamoDbClient, Item, PutItemRequest, ReturnValues,
-    ScalarAttributeType, ScanRequest, TableRequest, UpdateItemRequest, UpdateTimeToLiveRequest,
-    WriteError,
+    item, AttributeValue, CreateTableRequest, DynamoDbClient, GetItemRequest, Item, PutItemRequest,
+    ReturnValues, ScalarAttributeType, ScanRequest, TableRequest, UpdateItemRequest,
+    UpdateTimeToLiveRequest, WriteError,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::kinesis::IteratorPosition;
 use crate::transport::AwsConfig;
 
 const SHARD_END: &str = "SHARD_END";
 /// How long `prepare` waits for a new table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Builds a [`DynamoDbCheckpointer`]; every parameter of seed 000.
+/// Builds a [`DynamoDbCheckpointer`]; the parameters of async-kinesis's
+/// `DynamoDBCheckPointer`.
 #[derive(Debug, Clone)]
 pub struct DynamoDbCheckpointerBuilder {
     name: String,
@@ -78,8 +83,10 @@ impl DynamoDbCheckpointerBuilder {
         self
     }
 
-    /// Items expire this many hours after their last write; 0 disables
-    /// TTL [24]. TTL only collects garbage: it is never used for liveness.
+    /// Items of shards that have left the stream (past retention) expire
+    /// this many hours after a consumer noticed; 0 disables TTL [24]. Items
+    /// of shards still in the stream never expire, however long the group
+    /// is stopped. TTL only collects garbage: it is never used for liveness.
     pub fn ttl_hours(mut self, hours: u32) -> Self {
         self.ttl_hours = hours;
         self
@@ -179,8 +186,8 @@ impl DynamoDbCheckpointer {
             .map_or(0, |d| d.as_secs())
     }
 
-    /// An update of one lease: bumps the counter, stamps `ts` and `ttl`,
-    /// plus `set`/`remove` clauses, under `condition`.
+    /// An update of one lease: bumps the counter, stamps `ts`, plus
+    /// `set`/`remove` clauses, under `condition`.
     fn lease_update(
         &self,
         scope: &LeaseScope,
@@ -189,48 +196,73 @@ impl DynamoDbCheckpointer {
         remove: &[&str],
         condition: &str,
     ) -> UpdateItemRequest {
-        let now = Self::now_seconds();
         let mut sets = vec!["lease_counter = lease_counter + :one", "#ts = :now"];
-        if self.ttl_hours > 0 {
-            sets.push("#ttl = :ttl");
-        }
         sets.extend_from_slice(set);
         let mut expression = format!("SET {}", sets.join(", "));
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let mut request =
-            UpdateItemRequest::new(&self.table_name, self.key(scope, shard_id), expression)
-                .condition(condition)
-                .name("#ts", "ts")
-                .value(":one", AttributeValue::n(1))
-                .value(":now", AttributeValue::n(now))
-                .return_values(ReturnValues::AllNew);
-        if self.ttl_hours > 0 {
-            request = request.name("#ttl", "ttl").value(
-                ":ttl",
-                AttributeValue::n(now + u64::from(self.ttl_hours) * 3600),
-            );
-        }
-        request
+        UpdateItemRequest::new(&self.table_name, self.key(scope, shard_id), expression)
+            .condition(condition)
+            .name("#ts", "ts")
+            .value(":one", AttributeValue::n(1))
+            .value(":now", AttributeValue::n(Self::now_seconds()))
+            .return_values(ReturnValues::AllNew)
+            .return_old_on_condition_failure()
+    }
+
+    /// Sends a conditional lease write and reads the lease it leaves.
+    ///
+    /// Retried as the client's policy allows, within the caller's deadline.
+    /// A failed condition means the lease is not ours (`None`), unless an
+    /// earlier attempt may have been applied without us hearing of it: then
+    /// the item sent with the failure tells whether our own write is what
+    /// changed it (`landed`, checked against the counter it would have set).
+    fn conditional_write(
+        &self,
+        request: &UpdateItemRequest,
+        expected_counter: u64,
+        landed: impl Fn(&Lease) -> bool,
+    ) -> Result<Option<Lease>> {
+        let mut ambiguous = false;
+        self.client
+            .retry_policy()
+            .run(|_| match self.client.update_item_once(request) {
+                Ok(output) => parse_lease(&output.attributes.unwrap_or_default()).map(Some),
+                Err(error) if error.is_condition_failed() => {
+                    let current = match error.current_item() {
+                        Some(item) if ambiguous => Some(parse_lease(item)?),
+                        _ => None,
+                    };
+                    Ok(current.filter(|current| {
+                        current.counter == expected_counter + 1 && landed(current)
+                    }))
+                }
+                Err(error) => {
+                    let error = Error::from(error);
+                    ambiguous |= error.is_ambiguous();
+                    Err(error)
+                }
+            })
     }
 
     /// Sends an owner write: condition failure means the lease is lost.
-    fn owner_write(&self, lease: &Lease, request: UpdateItemRequest) -> Result<Lease> {
-        let owner = lease.owner.as_deref().ok_or_else(|| Error::LeaseLost {
+    fn owner_write(
+        &self,
+        lease: &Lease,
+        request: UpdateItemRequest,
+        landed: impl Fn(&Lease) -> bool,
+    ) -> Result<Lease> {
+        let lost = || Error::LeaseLost {
             shard_id: lease.shard_id.clone(),
-        })?;
+        };
+        let owner = lease.owner.as_deref().ok_or_else(lost)?;
         let request = request
             .name("#ref", "ref")
             .value(":owner", AttributeValue::s(owner))
             .value(":counter", AttributeValue::n(lease.counter));
-        match self.client.update_item(&request) {
-            Ok(output) => parse_lease(&output.attributes.unwrap_or_default()),
-            Err(error) if error.is_condition_failed() => Err(Error::LeaseLost {
-                shard_id: lease.shard_id.clone(),
-            }),
-            Err(error) => Err(error.into()),
-        }
+        self.conditional_write(&request, lease.counter, landed)?
+            .ok_or_else(lost)
     }
 
     fn create_missing_table(&self) -> Result<()> {
@@ -303,8 +335,19 @@ impl Checkpointer for DynamoDbCheckpointer {
             .collect()
     }
 
+    fn lease(&self, scope: &LeaseScope, shard_id: &str) -> Result<Option<Lease>> {
+        let request =
+            GetItemRequest::new(&self.table_name, self.key(scope, shard_id)).consistent_read(true);
+        self.client
+            .get_item(&request)?
+            .item
+            .as_ref()
+            .map(parse_lease)
+            .transpose()
+    }
+
     fn create_lease(&self, scope: &LeaseScope, shard_id: &str, parents: &[String]) -> Result<()> {
-        let mut lease = item([
+        let lease = item([
             ("shard_id", AttributeValue::s(scope.key(shard_id))),
             ("app", AttributeValue::s(&scope.group)),
             ("stream", AttributeValue::s(&scope.stream)),
@@ -316,10 +359,6 @@ impl Checkpointer for DynamoDbCheckpointer {
                 AttributeValue::l(parents.iter().map(AttributeValue::s).collect::<Vec<_>>()),
             ),
         ]);
-        if self.ttl_hours > 0 {
-            let ttl = Self::now_seconds() + u64::from(self.ttl_hours) * 3600;
-            lease.insert("ttl".into(), AttributeValue::n(ttl));
-        }
         let request = PutItemRequest::new(&self.table_name, lease)
             .condition("attribute_not_exists(shard_id)");
         match self.client.put_item(&request) {
@@ -347,16 +386,14 @@ impl Checkpointer for DynamoDbCheckpointer {
             .name("#ref", "ref")
             .value(":me", AttributeValue::s(owner))
             .value(":counter", AttributeValue::n(observed_counter));
-        match self.client.update_item(&request) {
-            Ok(output) => parse_lease(&output.attributes.unwrap_or_default()).map(Some),
-            Err(error) if error.is_condition_failed() => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        self.conditional_write(&request, observed_counter, |current| {
+            current.is_owned_by(owner)
+        })
     }
 
     fn renew(&self, scope: &LeaseScope, lease: &Lease) -> Result<Lease> {
         let request = self.lease_update(scope, &lease.shard_id, &[], &[], OWNED);
-        self.owner_write(lease, request)
+        self.owner_write(lease, request, |current| current.owner == lease.owner)
     }
 
     fn checkpoint(
@@ -372,7 +409,9 @@ impl Checkpointer for DynamoDbCheckpointer {
             &[],
             OWNED,
         );
-        self.owner_write(lease, with_checkpoint(request, checkpoint))
+        self.owner_write(lease, with_checkpoint(request, checkpoint), |current| {
+            current.owner == lease.owner && current.checkpoint.as_ref() == Some(checkpoint)
+        })
     }
 
     fn release(
@@ -398,7 +437,64 @@ impl Checkpointer for DynamoDbCheckpointer {
         if let Some(to) = to {
             request = request.value(":to", AttributeValue::s(to));
         }
-        self.owner_write(lease, request).map(drop)
+        self.owner_write(lease, request, |current| {
+            current.owner.as_deref() == to
+                && checkpoint.is_none_or(|c| current.checkpoint.as_ref() == Some(c))
+        })
+        .map(drop)
+    }
+
+    fn pin_start(
+        &self,
+        scope: &LeaseScope,
+        lease: &Lease,
+        start: &IteratorPosition,
+    ) -> Result<Lease> {
+        let (set, remove, value) = match start {
+            IteratorPosition::AtSequenceNumber(sequence) => (
+                "start_sequence = :start",
+                "start_timestamp",
+                AttributeValue::s(sequence),
+            ),
+            IteratorPosition::AtTimestamp(time) => (
+                "start_timestamp = :start",
+                "start_sequence",
+                AttributeValue::n(epoch_millis(*time)),
+            ),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "a pinned start is a sequence number or a timestamp, not {other:?}"
+                )))
+            }
+        };
+        let request = self
+            .lease_update(scope, &lease.shard_id, &[set], &[remove], OWNED)
+            .value(":start", value);
+        self.owner_write(lease, request, |current| {
+            current.owner == lease.owner && current.start.as_ref() == Some(start)
+        })
+    }
+
+    fn set_expiry(&self, scope: &LeaseScope, shard_id: &str, expire: bool) -> Result<()> {
+        if expire && self.ttl_hours == 0 {
+            return Ok(());
+        }
+        let key = self.key(scope, shard_id);
+        let request = if expire {
+            let ttl = Self::now_seconds() + u64::from(self.ttl_hours) * 3600;
+            UpdateItemRequest::new(&self.table_name, key, "SET #ttl = :ttl")
+                .value(":ttl", AttributeValue::n(ttl))
+        } else {
+            UpdateItemRequest::new(&self.table_name, key, "REMOVE #ttl")
+        }
+        .name("#ttl", "ttl")
+        // Never re-creates an item someone deleted.
+        .condition("attribute_exists(shard_id)");
+        match self.client.update_item(&request) {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_condition_failed() => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn request_handoff(&self, scope: &LeaseScope, lease: &Lease, asker: &str) -> Result<bool> {
@@ -438,6 +534,11 @@ fn with_checkpoint(request: UpdateItemRequest, checkpoint: &Checkpoint) -> Updat
         .name("#seq", "sequence")
         .value(":seq", AttributeValue::s(sequence))
         .value(":sub", AttributeValue::n(sub))
+}
+
+fn epoch_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads a lease item; a damaged item is an error naming what is wrong.
@@ -487,6 +588,21 @@ fn parse_lease(stored: &Item) -> Result<Lease> {
             .and_then(AttributeValue::as_s)
             .map(str::to_owned)
     };
+    let start = match (
+        text("start_sequence"),
+        stored
+            .get("start_timestamp")
+            .and_then(AttributeValue::as_u64),
+    ) {
+        (Some(sequence), _) if super::is_sequence_number(&sequence) => {
+            Some(IteratorPosition::AtSequenceNumber(sequence))
+        }
+        (Some(_), _) => return Err(malformed("bad start_sequence")),
+        (None, Some(millis)) => Some(IteratorPosition::AtTimestamp(
+            UNIX_EPOCH + Duration::from_millis(millis),
+        )),
+        (None, None) => None,
+    };
     Ok(Lease {
         shard_id,
         owner: text("ref"),
@@ -494,5 +610,7 @@ fn parse_lease(stored: &Item) -> Result<Lease> {
         checkpoint,
         parents,
         handoff_to: text("handoff_to"),
+        start,
+        expires_at: stored.get("ttl").and_then(AttributeValue::as_u64),
     })
 }

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use super::{Checkpoint, Checkpointer, Lease, LeaseScope, LeaseSettings};
 use crate::error::{Error, Result};
+use crate::kinesis::IteratorPosition;
 
 /// An in-process checkpointer. Clones share the same leases.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +82,10 @@ impl Checkpointer for MemoryCheckpointer {
             .collect())
     }
 
+    fn lease(&self, scope: &LeaseScope, shard_id: &str) -> Result<Option<Lease>> {
+        Ok(self.leases.lock().get(&scope.key(shard_id)).cloned())
+    }
+
     fn create_lease(&self, scope: &LeaseScope, shard_id: &str, parents: &[String]) -> Result<()> {
         self.leases
             .lock()
@@ -92,6 +97,8 @@ impl Checkpointer for MemoryCheckpointer {
                 checkpoint: None,
                 parents: parents.to_vec(),
                 handoff_to: None,
+                start: None,
+                expires_at: None,
             });
         Ok(())
     }
@@ -160,5 +167,19 @@ impl Checkpointer for MemoryCheckpointer {
             }
             _ => Ok(false),
         }
+    }
+
+    fn pin_start(
+        &self,
+        scope: &LeaseScope,
+        lease: &Lease,
+        start: &IteratorPosition,
+    ) -> Result<Lease> {
+        self.update_owned(scope, lease, |stored| stored.start = Some(start.clone()))
+    }
+
+    /// Process memory ends with the process: nothing to collect.
+    fn set_expiry(&self, _scope: &LeaseScope, _shard_id: &str, _expire: bool) -> Result<()> {
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub use memory::MemoryCheckpointer;
 pub use position::{compare_sequence_numbers, is_sequence_number, Checkpoint, Position};
 
 use crate::error::Result;
+use crate::kinesis::IteratorPosition;
 
 /// The leases of one consumer group on one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,6 +48,14 @@ pub struct Lease {
     pub parents: Vec<String>,
     /// A consumer that asked the owner to hand this lease over.
     pub handoff_to: Option<String>,
+    /// Where reading began before the first checkpoint, once a moving
+    /// initial position (LATEST, AT_TIMESTAMP) was resolved: every later
+    /// tenure starts there too, so records fetched but not yet processed
+    /// are never skipped. Only `AtSequenceNumber` or `AtTimestamp`.
+    pub start: Option<IteratorPosition>,
+    /// When the store may delete the item (epoch seconds); set only once
+    /// the shard has left the stream.
+    pub expires_at: Option<u64>,
 }
 
 impl Lease {
@@ -114,6 +123,9 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
     fn prepare(&self) -> Result<()>;
     /// Every lease of `scope`.
     fn leases(&self, scope: &LeaseScope) -> Result<Vec<Lease>>;
+    /// One lease as stored now (a strongly consistent read); `None` when
+    /// there is no such item.
+    fn lease(&self, scope: &LeaseScope, shard_id: &str) -> Result<Option<Lease>>;
     /// Creates a free lease for `shard_id` unless one exists.
     fn create_lease(&self, scope: &LeaseScope, shard_id: &str, parents: &[String]) -> Result<()>;
     /// Takes a lease whose counter is still `observed_counter` (free or
@@ -146,6 +158,18 @@ pub trait Checkpointer: Send + Sync + fmt::Debug {
     /// Asks the owner of `lease` to hand it to `asker`; `false` when the
     /// lease changed owner or already has a request.
     fn request_handoff(&self, scope: &LeaseScope, lease: &Lease, asker: &str) -> Result<bool>;
+    /// Records where an owned lease without a checkpoint began reading
+    /// (see [`Lease::start`]); renews it too.
+    fn pin_start(
+        &self,
+        scope: &LeaseScope,
+        lease: &Lease,
+        start: &IteratorPosition,
+    ) -> Result<Lease>;
+    /// Lets the store delete a lease once its shard has left the stream
+    /// (`expire`), or keeps it for good while the shard is in the stream.
+    /// Does not touch the counter, so owners are not disturbed.
+    fn set_expiry(&self, scope: &LeaseScope, shard_id: &str, expire: bool) -> Result<()>;
 }
 
 /// A consumer instance's unique id: host, process and a random part, so two

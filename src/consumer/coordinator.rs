@@ -12,8 +12,9 @@ use super::fetcher::{self, StartFrom};
 use super::shard::OwnedShard;
 use super::Context;
 use crate::checkpoint::{Checkpoint, Lease};
-use crate::error::{ErrorCode, Result};
+use crate::error::Result;
 use crate::kinesis::{IteratorPosition, Shard};
+use crate::transport::deadline;
 
 /// What this consumer has seen of other consumers' leases, on its own
 /// monotonic clock: a lease whose counter has not moved for
@@ -47,16 +48,14 @@ impl Observations {
 pub(crate) fn run(context: Arc<Context>) {
     let mut observations = Observations::default();
     loop {
-        if let Err(error) = cycle(&context, &mut observations) {
+        // A cycle never outlasts a lease: close waits for it at most that long.
+        let deadline = Instant::now() + context.settings.session_timeout;
+        if let Err(error) = deadline::within(deadline, || cycle(&context, &mut observations)) {
             context
                 .counters
                 .discovery_failures
                 .fetch_add(1, Ordering::Relaxed);
-            let fatal = matches!(error.code(), Some(ErrorCode::ResourceNotFound))
-                || error
-                    .code()
-                    .is_some_and(|c| c.is_access_or_kms_configuration());
-            if fatal {
+            if error.is_configuration() {
                 log::error!("discovery on {}: {error}", context.stream);
                 context.deliver_error(error);
             } else {
@@ -108,6 +107,9 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
         observations.observe(lease, now);
     }
 
+    end_orphaned_tenures(context, &owned, &leases);
+    keep_expiry(context, &shards, &leases);
+    let owned: Vec<Arc<OwnedShard>> = owned.into_iter().filter(|s| s.is_live()).collect();
     let ready = ready_leases(&shards, &leases);
     let me = context.owner.as_str();
     let owned_ids: HashSet<&str> = owned.iter().map(|s| &*s.shard_id).collect();
@@ -120,9 +122,11 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
         .iter()
         .filter(|l| l.is_owned_by(me) && !owned_ids.contains(l.shard_id.as_str()))
     {
+        let sent = Instant::now();
         match context.checkpointer.renew(&context.scope, lease) {
             Ok(renewed) => {
-                start(context, renewed, &shards);
+                log::info!("{me}: lease received: shard {}", lease.shard_id);
+                start(context, renewed, sent, &shards);
                 context
                     .counters
                     .handoffs_received
@@ -172,6 +176,7 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
         if mine >= target {
             return Ok(());
         }
+        let sent = Instant::now();
         if let Some(taken) =
             context
                 .checkpointer
@@ -179,13 +184,13 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
         {
             match &lease.owner {
                 Some(previous) => log::info!(
-                    "lease taken: shard {} from expired {previous}",
+                    "{me}: lease taken: shard {} from expired {previous}",
                     lease.shard_id
                 ),
-                None => log::info!("lease taken: shard {}", lease.shard_id),
+                None => log::info!("{me}: lease taken: shard {}", lease.shard_id),
             }
             context.counters.lease_gains.fetch_add(1, Ordering::Relaxed);
-            start(context, taken, &shards);
+            start(context, taken, sent, &shards);
             mine += 1;
         }
     }
@@ -212,7 +217,7 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
                     .checkpointer
                     .request_handoff(&context.scope, lease, me)?
                 {
-                    log::info!("asked {owner} to hand over shard {}", lease.shard_id);
+                    log::info!("{me}: asked {owner} to hand over shard {}", lease.shard_id);
                 }
             }
         }
@@ -244,25 +249,82 @@ fn ready_leases<'a>(shards: &[Shard], leases: &'a [Lease]) -> Vec<&'a Lease> {
         .collect()
 }
 
-/// Starts a tenure for a lease this consumer now holds.
-fn start(context: &Arc<Context>, lease: Lease, shards: &[Shard]) {
-    let start_from = match &lease.checkpoint {
-        Some(Checkpoint::At(position)) => StartFrom::After(position.clone()),
-        Some(Checkpoint::ShardEnd) => return,
-        None => {
+/// A tenure live here whose lease the table does not give to this consumer
+/// (taken, freed, or deleted and re-created by hand) was lost: it is ended
+/// before the shard can be taken again, so two tenures of one shard never
+/// deliver side by side.
+fn end_orphaned_tenures(context: &Context, owned: &[Arc<OwnedShard>], leases: &[Lease]) {
+    let stored: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+    for tenure in owned {
+        let why = match stored.get(&*tenure.shard_id) {
+            None => "its lease item disappeared".to_owned(),
+            Some(lease) => match tenure.is_orphaned(lease.owner.as_deref()) {
+                Some(true) => match &lease.owner {
+                    Some(owner) => format!("the lease table gives it to {owner}"),
+                    None => "the lease table has it free".to_owned(),
+                },
+                // Ours, or a write is running: look again next cycle.
+                _ => continue,
+            },
+        };
+        tenure.mark_lost(context, &why);
+    }
+}
+
+/// Items of shards still in the stream never expire, however long the group
+/// is stopped; once a shard has left the stream (past retention) its item
+/// may go after ttl_hours. Only items whose state differs are written.
+fn keep_expiry(context: &Context, shards: &[Shard], leases: &[Lease]) {
+    let in_stream: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    for lease in leases {
+        let gone = !in_stream.contains(lease.shard_id.as_str());
+        if gone == lease.expires_at.is_some() {
+            continue;
+        }
+        match context
+            .checkpointer
+            .set_expiry(&context.scope, &lease.shard_id, gone)
+        {
+            Ok(()) if gone => log::info!(
+                "shard {} has left {}: its lease item may now expire",
+                lease.shard_id,
+                context.stream
+            ),
+            Ok(()) => {}
+            Err(error) => log::warn!("shard {}: expiry not updated: {error}", lease.shard_id),
+        }
+    }
+}
+
+/// Starts a tenure for a lease this consumer now holds; the write that made
+/// it ours was sent at `sent`.
+fn start(context: &Arc<Context>, lease: Lease, sent: Instant, shards: &[Shard]) {
+    let start_from = match (&lease.checkpoint, &lease.start) {
+        (Some(Checkpoint::At(position)), _) => StartFrom::After(position.clone()),
+        (Some(Checkpoint::ShardEnd), _) => return,
+        (None, Some(pinned)) => StartFrom::At(pinned.clone()),
+        (None, None) => {
             let is_child = shards
                 .iter()
                 .find(|s| s.shard_id == lease.shard_id)
                 .is_some_and(|s| s.parents().any(|p| shards.iter().any(|s| s.shard_id == p)));
             // Children must not skip what was written before their parents ended.
-            StartFrom::Initial(if is_child {
-                IteratorPosition::TrimHorizon
+            if is_child {
+                StartFrom::At(IteratorPosition::TrimHorizon)
             } else {
-                context.options.initial_position.clone()
-            })
+                match &context.options.initial_position {
+                    IteratorPosition::TrimHorizon => StartFrom::At(IteratorPosition::TrimHorizon),
+                    moving => StartFrom::Unpinned(moving.clone()),
+                }
+            }
         }
     };
-    let shard = Arc::new(OwnedShard::new(lease, Instant::now()));
+    let shard = Arc::new(OwnedShard::new(lease, sent, context.lease_time()));
+    if context.is_closing() {
+        // Close's final releases may have run already.
+        let _ = shard.release(context, None, None);
+        return;
+    }
     match fetcher::spawn(context.clone(), shard.clone(), start_from) {
         Ok(handle) => {
             *shard.fetcher.lock() = Some(handle);
@@ -273,6 +335,7 @@ fn start(context: &Arc<Context>, lease: Lease, shards: &[Shard]) {
                 "cannot start a fetch thread for {}: {error}",
                 shard.shard_id
             );
+            let _ = shard.release(context, None, None);
             context.deliver_error(crate::Error::Config(format!(
                 "cannot start a thread: {error}"
             )));

@@ -6,10 +6,10 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::record::Record;
-use super::shard::{OwnedShard, TenureState};
+use super::shard::{OwnedShard, TenureState, WriteOutcome};
 use super::{Context, Item};
 use crate::checkpoint::{compare_sequence_numbers, Position};
 use crate::error::{Error, ErrorCode};
@@ -27,12 +27,22 @@ const SHARD_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_secs(10),
 };
 
+/// How far before the moment LATEST was resolved a successor starts when
+/// no record has been checkpointed yet: covers clock skew between this host
+/// and Kinesis's arrival timestamps. Records older than that are delivered
+/// again only in that case, none is skipped.
+const LATEST_PIN_MARGIN: Duration = Duration::from_secs(10);
+
 /// Where a tenure starts reading.
 pub(crate) enum StartFrom {
     /// After this checkpointed position.
     After(Position),
-    /// At the configured initial position (no checkpoint yet).
-    Initial(IteratorPosition),
+    /// At a position that resolves the same every time (TRIM_HORIZON, or a
+    /// start pinned by an earlier tenure).
+    At(IteratorPosition),
+    /// At a moving initial position (LATEST, AT_TIMESTAMP) not yet pinned:
+    /// the tenure stores where it starts before it reads anything.
+    Unpinned(IteratorPosition),
 }
 
 pub(crate) fn spawn(
@@ -84,7 +94,7 @@ impl<'a> Fetcher<'a> {
     }
 
     fn running(&self) -> bool {
-        self.shard.is_active() && !self.context.is_closing()
+        self.shard.may_deliver(self.context) && !self.context.is_closing()
     }
 
     fn run(mut self) {
@@ -181,19 +191,51 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    fn new_iterator(&self) -> crate::Result<String> {
+    fn new_iterator(&mut self) -> crate::Result<String> {
         let position = match (&self.last_sent, &self.start) {
             (Some(sequence), _) => IteratorPosition::AfterSequenceNumber(sequence.clone()),
             (None, StartFrom::After(position)) => {
                 IteratorPosition::AtSequenceNumber(position.sequence_number.clone())
             }
-            (None, StartFrom::Initial(position)) => position.clone(),
+            (None, StartFrom::At(position)) => position.clone(),
+            (None, StartFrom::Unpinned(position)) => {
+                let position = position.clone();
+                return self.pin_and_resolve(position);
+            }
         };
         self.context.kinesis.get_shard_iterator(
             &self.context.stream,
             &self.shard.shard_id,
             &position,
         )
+    }
+
+    /// Stores where this tenure starts before anything is read, then
+    /// resolves the moving position. Later tenures, and this one after an
+    /// expired iterator, start at the pin instead of resolving it anew, so
+    /// records fetched but not yet processed are never skipped.
+    fn pin_and_resolve(&mut self, position: IteratorPosition) -> crate::Result<String> {
+        let pin = match &position {
+            IteratorPosition::Latest => IteratorPosition::AtTimestamp(
+                SystemTime::now()
+                    .checked_sub(LATEST_PIN_MARGIN)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            ),
+            other => other.clone(),
+        };
+        let context = self.context;
+        self.shard.write(context, Duration::MAX, |lease| {
+            context
+                .checkpointer
+                .pin_start(&context.scope, lease, &pin)
+                .map(WriteOutcome::Renewed)
+        })?;
+        let iterator =
+            context
+                .kinesis
+                .get_shard_iterator(&context.stream, &self.shard.shard_id, &position)?;
+        self.start = StartFrom::At(pin);
+        Ok(iterator)
     }
 
     /// The checkpoint whose records a page must skip: until something has
@@ -278,7 +320,7 @@ impl<'a> Fetcher<'a> {
             self.iterator = None;
             return;
         }
-        if is_configuration_error(&error) {
+        if error.is_configuration() {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             log::error!("shard {shard}: {error}; stopping the shard");
             self.context.deliver_error(error);
@@ -309,20 +351,4 @@ fn covers(done: &Position, record: &Record) -> bool {
     compare_sequence_numbers(&record.sequence_number, &done.sequence_number)
         .then(record.sub_sequence_number.cmp(&done.sub_sequence_number))
         .is_le()
-}
-
-/// Errors that retrying cannot fix: the caller must hear of them.
-fn is_configuration_error(error: &Error) -> bool {
-    match error.code() {
-        Some(code) => {
-            code.is_access_or_kms_configuration()
-                || matches!(
-                    code,
-                    ErrorCode::ResourceNotFound
-                        | ErrorCode::InvalidArgument
-                        | ErrorCode::Validation
-                )
-        }
-        None => matches!(error, Error::Credentials(_) | Error::Config(_)),
-    }
 }

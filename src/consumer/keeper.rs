@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shard::{OwnedShard, TenureState};
+use super::shard::{OwnedShard, TenureState, WriteOutcome};
 use super::Context;
 use crate::checkpoint::Checkpoint;
 use crate::error::Error;
-use crate::transport::RetryPolicy;
+use crate::transport::{deadline, RetryPolicy};
 
 /// How often the keeper looks at its leases; writes happen far less often.
 const TICK: Duration = Duration::from_millis(100);
@@ -26,9 +26,17 @@ const WRITE_BACKOFF: RetryPolicy = RetryPolicy {
     max_delay: Duration::from_secs(5),
 };
 
-/// Runs until `stop` is disconnected, then releases every owned lease.
-pub(crate) fn run(context: Arc<Context>, stop: Receiver<()>) {
-    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
+/// Runs until close sends its deadline (or the consumer is dropped), then
+/// releases every owned lease before that deadline.
+pub(crate) fn run(context: Arc<Context>, stop: Receiver<Instant>) {
+    let deadline = loop {
+        match stop.recv_timeout(TICK) {
+            Ok(deadline) => break deadline,
+            Err(RecvTimeoutError::Disconnected) => {
+                break Instant::now() + context.settings.session_timeout
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
         let tick = std::panic::catch_unwind(AssertUnwindSafe(|| {
             for shard in context.owned_shards() {
                 keep(&context, &shard);
@@ -41,11 +49,13 @@ pub(crate) fn run(context: Arc<Context>, stop: Receiver<()>) {
             log::error!("lease keeper: {message}");
             context.deliver_error(Error::Internal(format!("lease keeper: {message}")));
         }
-    }
-    for shard in context.owned_shards() {
-        release_at_close(&context, &shard);
-    }
-    release_unclaimed(&context);
+    };
+    deadline::within(deadline, || {
+        for shard in context.owned_shards() {
+            release_at_close(&context, &shard);
+        }
+        release_unclaimed(&context);
+    });
 }
 
 /// At close, leases the table gives this consumer without a tenure here (a
@@ -65,7 +75,8 @@ fn release_unclaimed(context: &Context) {
             .release(&context.scope, lease, None, None)
         {
             Ok(()) => log::info!(
-                "lease released: shard {} (handed over at close)",
+                "{}: lease released: shard {} (handed over at close)",
+                context.owner,
                 lease.shard_id
             ),
             Err(error) => log::warn!("shard {}: release failed: {error}", lease.shard_id),
@@ -76,6 +87,8 @@ fn release_unclaimed(context: &Context) {
 fn keep(context: &Context, shard: &Arc<OwnedShard>) {
     let settings = &context.settings;
     let auto = settings.auto_checkpoint;
+    // One shard's hung write must not starve the renewals of the others.
+    let budget = settings.heartbeat_frequency;
     let state = shard.state();
     if !matches!(state, TenureState::Active | TenureState::HandingOver) {
         return;
@@ -108,8 +121,8 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
     };
     // Others judge the lease dead after session_timeout without a change;
     // stop before they can take it.
-    if silent_for >= settings.session_timeout {
-        shard.mark_lost(context, "it could not be renewed within session_timeout");
+    if Instant::now() >= shard.valid_until() {
+        shard.mark_lost(context, "it was not renewed in time");
         return;
     }
     if retry_at.is_some_and(|at| Instant::now() < at) {
@@ -151,11 +164,14 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
                 && since_checkpoint >= context.options.checkpoint_interval
                 && checkpointed.as_ref() != Some(&Checkpoint::At(position.clone())) =>
         {
-            shard.write_checkpoint(context, Checkpoint::At(position))
+            shard.write_checkpoint(context, budget, Checkpoint::At(position))
         }
         _ if silent_for >= settings.heartbeat_frequency => shard
-            .write(context, |lease| {
-                context.checkpointer.renew(&context.scope, lease).map(Some)
+            .write(context, budget, |lease| {
+                context
+                    .checkpointer
+                    .renew(&context.scope, lease)
+                    .map(WriteOutcome::Renewed)
             })
             .map(|()| {
                 context.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -195,40 +211,25 @@ fn release(
     checkpoint: Option<Checkpoint>,
     to: Option<&str>,
 ) {
-    let checkpoint = checkpoint.filter(|next| {
-        let progress = shard.progress.lock();
-        match &progress.checkpointed {
-            Some(current) => current != next && current.allows(next),
-            None => true,
-        }
-    });
-    let result = shard.write(context, |lease| {
-        context
-            .checkpointer
-            .release(&context.scope, lease, checkpoint.as_ref(), to)
-            .map(|()| None)
-    });
-    match result {
-        Ok(()) => {
-            if let Some(checkpoint) = checkpoint {
-                shard.progress.lock().checkpointed = Some(checkpoint);
+    match shard.release(context, checkpoint, to) {
+        Ok(_) => match to {
+            Some(asker) => {
                 context
                     .counters
-                    .checkpoint_writes
+                    .handoffs_given
                     .fetch_add(1, Ordering::Relaxed);
+                log::info!(
+                    "{}: lease handed over: shard {} to {asker}",
+                    context.owner,
+                    shard.shard_id
+                );
             }
-            shard.set_state(TenureState::Released);
-            match to {
-                Some(asker) => {
-                    context
-                        .counters
-                        .handoffs_given
-                        .fetch_add(1, Ordering::Relaxed);
-                    log::info!("lease handed over: shard {} to {asker}", shard.shard_id);
-                }
-                None => log::info!("lease released: shard {}", shard.shard_id),
-            }
-        }
+            None => log::info!(
+                "{}: lease released: shard {}",
+                context.owner,
+                shard.shard_id
+            ),
+        },
         Err(error) => log::warn!("shard {}: release failed: {error}", shard.shard_id),
     }
 }

@@ -15,6 +15,7 @@ mod shard;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -100,7 +101,11 @@ pub(crate) struct Context {
     /// Disconnected at close: wakes every sleeping thread at once.
     shutdown: Receiver<()>,
     wake: (Sender<()>, Receiver<()>),
+    /// The current tenure of each shard held here.
     shards: Mutex<HashMap<Arc<str>, Arc<OwnedShard>>>,
+    /// Ended tenures whose fetch threads have not finished yet; reaped
+    /// without waiting, so no thread blocks on a fetcher stuck in a call.
+    ended: Mutex<Vec<Arc<OwnedShard>>>,
 }
 
 impl Context {
@@ -133,16 +138,25 @@ impl Context {
         let _ = self.wake.0.try_send(());
     }
 
+    /// How long a successful lease write keeps a lease ours: a margin
+    /// under session_timeout, after which others may take it.
+    pub fn lease_time(&self) -> Duration {
+        self.settings.session_timeout - self.settings.session_timeout / 10
+    }
+
     /// Sends an item, blocking while the channel is full; gives up (false)
-    /// when `shard` stops delivering or the consumer closes.
+    /// when `shard` may no longer deliver or the consumer closes.
     pub fn deliver(&self, item: Item, shard: &OwnedShard) -> bool {
+        if !shard.may_deliver(self) {
+            return false;
+        }
         let mut item = match self.sender.try_send(item) {
             Ok(()) => return true,
             Err(crossbeam_channel::TrySendError::Full(item)) => item,
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => return false,
         };
         loop {
-            if !shard.is_active() || self.is_closing() {
+            if !shard.may_deliver(self) || self.is_closing() {
                 return false;
             }
             match self.sender.send_timeout(item, Duration::from_millis(100)) {
@@ -168,29 +182,68 @@ impl Context {
         self.shards
             .lock()
             .values()
-            .filter(|s| matches!(s.state(), TenureState::Active | TenureState::HandingOver))
+            .filter(|s| s.is_live())
             .cloned()
             .collect()
     }
 
+    /// Makes `shard` the shard's current tenure. A tenure still live here
+    /// is never silently replaced: it is ended first (the table gave the
+    /// lease out again, so it is not ours any more).
     pub fn add_owned_shard(&self, shard: Arc<OwnedShard>) {
-        self.shards.lock().insert(shard.shard_id.clone(), shard);
+        let previous = self.shards.lock().insert(shard.shard_id.clone(), shard);
+        if let Some(previous) = previous {
+            previous.mark_lost(self, "a new tenure of the shard started");
+            self.ended.lock().push(previous);
+        }
     }
 
-    /// Drops ended tenures and joins their fetch threads.
+    /// Moves ended tenures out of the shard map and joins the fetch threads
+    /// that have finished; never waits for one that has not.
     pub fn forget_ended_shards(&self) {
-        let ended: Vec<Arc<OwnedShard>> = {
-            let mut shards = self.shards.lock();
-            let ended: Vec<Arc<str>> = shards
-                .iter()
-                .filter(|(_, s)| matches!(s.state(), TenureState::Lost | TenureState::Released))
-                .map(|(id, _)| id.clone())
-                .collect();
-            ended.iter().filter_map(|id| shards.remove(id)).collect()
-        };
-        for shard in ended {
-            join_fetcher(&shard);
+        let mut ended = self.ended.lock();
+        self.shards.lock().retain(|_, shard| {
+            let live = shard.is_live();
+            if !live {
+                ended.push(shard.clone());
+            }
+            live
+        });
+        ended.retain(|shard| !join_if_finished(shard));
+    }
+
+    /// Every tenure whose fetch thread may still run.
+    fn all_tenures(&self) -> Vec<Arc<OwnedShard>> {
+        let mut tenures: Vec<Arc<OwnedShard>> = self.shards.lock().values().cloned().collect();
+        tenures.extend(self.ended.lock().iter().cloned());
+        tenures
+    }
+}
+
+/// Joins the tenure's fetch thread if it has finished; true once joined.
+fn join_if_finished(shard: &OwnedShard) -> bool {
+    let mut fetcher = shard.fetcher.lock();
+    match fetcher.as_ref() {
+        Some(handle) if !handle.is_finished() => false,
+        _ => {
+            if let Some(handle) = fetcher.take() {
+                let _ = handle.join();
+            }
+            true
         }
+    }
+}
+
+/// Waits until `finished` holds or `deadline` passes; false on the deadline.
+fn wait_until(deadline: Instant, mut finished: impl FnMut() -> bool) -> bool {
+    loop {
+        if finished() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -199,12 +252,6 @@ fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
-}
-
-fn join_fetcher(shard: &OwnedShard) {
-    if let Some(handle) = shard.fetcher.lock().take() {
-        let _ = handle.join();
-    }
 }
 
 /// Builds a [`Consumer`].
@@ -362,6 +409,7 @@ impl ConsumerBuilder {
             shutdown,
             wake: crossbeam_channel::bounded(1),
             shards: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Vec::new()),
         });
         log::info!("consumer {} starting on {}", context.owner, context.stream);
         let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
@@ -372,7 +420,7 @@ impl ConsumerBuilder {
         };
         // The keeper has its own stop signal: its final releases must run
         // after the coordinator has stopped taking leases.
-        let (keeper_stop, keeper_stopped) = crossbeam_channel::bounded(0);
+        let (keeper_stop, keeper_stopped) = crossbeam_channel::bounded(1);
         let keeper_context = context.clone();
         let keeper = spawn(
             "kcheck-keeper",
@@ -386,7 +434,7 @@ impl ConsumerBuilder {
         Ok(Consumer {
             context,
             receiver,
-            queued: Mutex::new(None),
+            queued: Mutex::new(Queued::default()),
             caller: Mutex::new(CallerState {
                 unacknowledged: Vec::new(),
                 delivered_from: HashMap::new(),
@@ -404,7 +452,8 @@ impl ConsumerBuilder {
 
 struct Threads {
     shutdown: Sender<()>,
-    keeper_stop: Sender<()>,
+    /// Carries close's deadline to the keeper's final releases.
+    keeper_stop: Sender<Instant>,
     keeper: JoinHandle<()>,
     coordinator: JoinHandle<()>,
 }
@@ -420,33 +469,40 @@ struct CallerState {
     last_returned: Instant,
 }
 
-/// Accepts `records[start..]`, all of one tenure: they count as delivered,
-/// or are dropped when the tenure no longer delivers (lost or handed over:
-/// the next owner delivers them).
-fn accept(
-    caller: &mut CallerState,
-    tenure: &Arc<OwnedShard>,
-    records: &mut Vec<Record>,
-    start: usize,
-) {
-    let Some(last) = records.get(start..).and_then(<[Record]>::last) else {
-        return;
-    };
-    let position = last.position();
-    {
-        // Checked under the progress lock, which a hand-over also takes, so a
-        // released lease never covers less than what the caller was given.
-        let mut progress = tenure.progress.lock();
-        if !tenure.is_active() {
-            records.truncate(start);
-            return;
-        }
-        progress.delivered = Some(position.clone());
+/// Records of one tenure inside a batch being gathered.
+struct Segment {
+    tenure: Arc<OwnedShard>,
+    records: Range<usize>,
+}
+
+/// What the caller is about to be given from one call, and what must wait
+/// until then.
+#[derive(Default)]
+struct Gathered {
+    records: Vec<Record>,
+    segments: Vec<Segment>,
+    /// Shards whose end was reached: marked only once the records before
+    /// the mark are published, so a release never covers less than them.
+    ended: Vec<Arc<OwnedShard>>,
+}
+
+impl Gathered {
+    fn add(&mut self, tenure: &Arc<OwnedShard>, chunk: &mut VecDeque<Record>, count: usize) {
+        let start = self.records.len();
+        self.records.extend(chunk.drain(..count));
+        self.segments.push(Segment {
+            tenure: tenure.clone(),
+            records: start..self.records.len(),
+        });
     }
-    caller.unacknowledged.push((tenure.clone(), position));
-    caller
-        .delivered_from
-        .insert(tenure.shard_id.clone(), tenure.clone());
+}
+
+/// The rest of the chunk being handed out, and an error that arrived after
+/// records and is reported by the next call.
+#[derive(Default)]
+struct Queued {
+    chunk: Option<(Arc<OwnedShard>, VecDeque<Record>)>,
+    error: Option<Error>,
 }
 
 /// A Kinesis consumer. `Send + Sync`: one thread may block in `next` while
@@ -454,8 +510,8 @@ fn accept(
 pub struct Consumer {
     context: Arc<Context>,
     receiver: Receiver<Item>,
-    /// The rest of the chunk being handed out (not yet delivered).
-    queued: Mutex<Option<(Arc<OwnedShard>, VecDeque<Record>)>>,
+    /// Held by the call handing records out; see [`Queued`].
+    queued: Mutex<Queued>,
     caller: Mutex<CallerState>,
     threads: Mutex<Option<Threads>>,
 }
@@ -500,46 +556,106 @@ impl Consumer {
     pub fn next_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Record>> {
         let max = max.max(1);
         // Held for the whole call: concurrent callers take turns, and the
-        // caller state below stays free for checkpoint() and stats().
+        // caller state stays free for checkpoint() and stats().
         let mut queued = self.queued.lock();
         self.acknowledge(&mut self.caller.lock());
+        if let Some(error) = queued.error.take() {
+            return Err(error);
+        }
         let deadline = deadline_after(timeout);
-        let mut records: Vec<Record> = Vec::new();
-        while records.len() < max {
-            if let Some((tenure, chunk)) = queued.as_mut().filter(|(_, chunk)| !chunk.is_empty()) {
-                let take = (max - records.len()).min(chunk.len());
-                let start = records.len();
-                records.extend(chunk.drain(..take));
-                accept(&mut self.caller.lock(), tenure, &mut records, start);
+        loop {
+            let mut gathered = Gathered::default();
+            let error = self.gather(&mut queued, &mut gathered, max, deadline);
+            let records = self.publish(gathered);
+            match error {
+                Some(error) if records.is_empty() => return Err(error),
+                // Reported by the next call, after these records.
+                Some(error) => queued.error = Some(error),
+                None => {}
+            }
+            // Records of a tenure that ended meanwhile were dropped: wait on
+            // for others while there is time.
+            if !records.is_empty() || Instant::now() >= deadline || self.is_closed() {
+                if !records.is_empty() {
+                    self.caller.lock().last_returned = Instant::now();
+                }
+                return Ok(records);
+            }
+        }
+    }
+
+    /// Takes up to `max` records from the queue, waiting until `deadline`
+    /// for the first; stops at an error, which it returns.
+    fn gather(
+        &self,
+        queued: &mut Queued,
+        gathered: &mut Gathered,
+        max: usize,
+        deadline: Instant,
+    ) -> Option<Error> {
+        while gathered.records.len() < max {
+            if let Some((tenure, chunk)) = queued.chunk.as_mut().filter(|(_, c)| !c.is_empty()) {
+                let count = (max - gathered.records.len()).min(chunk.len());
+                gathered.add(tenure, chunk, count);
                 continue;
             }
-            let item = if records.is_empty() {
+            let item = if gathered.records.is_empty() {
                 self.receive_until(deadline)
             } else {
                 self.receiver.try_recv().ok()
             };
             match item {
-                None => break,
-                Some(Item::Records(tenure, chunk)) => *queued = Some((tenure, chunk.into())),
-                Some(Item::ShardEnd(shard)) => {
-                    // Every record of the shard was accepted before this.
-                    let mut progress = shard.progress.lock();
-                    if shard.is_active() {
-                        progress.end_reached = true;
-                    }
-                }
-                Some(Item::Error(error)) if records.is_empty() => return Err(error),
-                Some(Item::Error(error)) => {
-                    // Reported by the next call, after these records.
-                    self.context.deliver_error(error);
-                    break;
-                }
+                None => return None,
+                Some(Item::Records(tenure, chunk)) => queued.chunk = Some((tenure, chunk.into())),
+                Some(Item::ShardEnd(shard)) => gathered.ended.push(shard),
+                Some(Item::Error(error)) => return Some(error),
             }
         }
-        if !records.is_empty() {
-            self.caller.lock().last_returned = Instant::now();
+        None
+    }
+
+    /// Hands `gathered` to the caller: each tenure's records count as
+    /// delivered, or are dropped when it may no longer deliver (lost, handed
+    /// over, closing: the next owner delivers them). Checked under the
+    /// progress lock, which releases also take, so a released lease never
+    /// covers less than what the caller was given, and a concurrent
+    /// checkpoint() never covers records not yet returned.
+    fn publish(&self, gathered: Gathered) -> Vec<Record> {
+        let Gathered {
+            mut records,
+            segments,
+            ended,
+        } = gathered;
+        let mut caller = self.caller.lock();
+        for segment in segments.into_iter().rev() {
+            let tenure = &segment.tenure;
+            let Some(last) = records.get(segment.records.end - 1) else {
+                continue;
+            };
+            let position = last.position();
+            let mut progress = tenure.progress.lock();
+            if self.context.is_closing() || !tenure.may_deliver(&self.context) {
+                drop(progress);
+                records.drain(segment.records);
+                continue;
+            }
+            if progress.delivered.as_ref().is_none_or(|d| *d < position) {
+                progress.delivered = Some(position.clone());
+            }
+            drop(progress);
+            caller.unacknowledged.push((tenure.clone(), position));
+            caller
+                .delivered_from
+                .insert(tenure.shard_id.clone(), tenure.clone());
         }
-        Ok(records)
+        for shard in ended {
+            // Every record of the shard was published before this.
+            let mut progress = shard.progress.lock();
+            if shard.is_active() {
+                progress.end_reached = true;
+            }
+        }
+        records
     }
 
     /// Whether the consumer is closed (or closing): no record will come.
@@ -683,7 +799,7 @@ impl Consumer {
                 progress.processed = Some(position.clone());
             }
         }
-        shard.write_checkpoint(&self.context, Checkpoint::At(position))
+        shard.write_checkpoint(&self.context, Duration::MAX, Checkpoint::At(position))
     }
 
     /// Figures per shard and for the whole consumer.
@@ -692,26 +808,48 @@ impl Consumer {
     }
 
     /// Stops every thread, writes the final checkpoints (automatic mode),
-    /// releases the leases, and joins. Idempotent.
+    /// releases the leases, and joins. Idempotent. Returns within about
+    /// session_timeout plus [`CLOSE_GRACE`] even while Kinesis or DynamoDB
+    /// hang: a thread still inside a call then is left to end by itself
+    /// (it delivers nothing more).
     pub fn close(&self) -> Result<()> {
         let Some(threads) = self.threads.lock().take() else {
             return Ok(());
         };
         log::info!("consumer {} closing", self.context.owner);
+        let deadline = Instant::now() + self.context.settings.session_timeout;
         self.context.closing.store(true, Ordering::Release);
         drop(threads.shutdown);
-        let _ = threads.coordinator.join();
-        // Fetchers stop on `closing`.
-        let shards: Vec<Arc<OwnedShard>> = self.context.shards.lock().values().cloned().collect();
-        for shard in shards {
-            join_fetcher(&shard);
+        // A lease the coordinator takes from now on it releases at once.
+        let _ = threads.keeper_stop.send(deadline);
+        let grace = deadline + CLOSE_GRACE;
+        let released = wait_until(grace, || threads.keeper.is_finished());
+        // Fetchers stop on `closing` once their current call returns.
+        wait_until(grace, || {
+            self.context
+                .all_tenures()
+                .iter()
+                .all(|shard| join_if_finished(shard))
+        });
+        if wait_until(grace, || threads.coordinator.is_finished()) {
+            let _ = threads.coordinator.join();
         }
-        drop(threads.keeper_stop);
-        let keeper = threads.keeper.join();
         while self.receiver.try_recv().is_ok() {}
-        keeper.map_err(|_| Error::Internal("the lease keeper thread panicked".into()))
+        if !released {
+            return Err(Error::Timeout(format!(
+                "close: leases were still being released after {:?}",
+                self.context.settings.session_timeout + CLOSE_GRACE
+            )));
+        }
+        threads
+            .keeper
+            .join()
+            .map_err(|_| Error::Internal("the lease keeper thread panicked".into()))
     }
 }
+
+/// How long close waits beyond session_timeout for threads to finish.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

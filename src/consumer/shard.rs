@@ -3,15 +3,16 @@
 //! shard may still deliver records.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::Context;
 use crate::checkpoint::{Checkpoint, Lease, Position};
 use crate::error::{Error, Result};
+use crate::transport::deadline;
 
 /// Where a tenure stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +37,12 @@ pub(crate) struct Progress {
     pub delivered: Option<Position>,
     /// The last record the caller acknowledged (automatic mode).
     pub processed: Option<Position>,
-    /// The stored checkpoint.
+    /// The stored checkpoint (a copy of the lease's, for readers that must
+    /// not wait for a lease write).
     pub checkpointed: Option<Checkpoint>,
     /// The fetcher reached the shard's end and the caller took every record.
     pub end_reached: bool,
-    /// When the last successful lease write was sent (for self-fencing).
+    /// When the last successful lease write was sent.
     pub last_write_sent: Instant,
     /// When the last checkpoint was written (for coalescing).
     pub last_checkpoint_written: Instant,
@@ -67,16 +69,46 @@ pub(crate) struct OwnedShard {
     pub id: u64,
     pub shard_id: Arc<str>,
     state: AtomicU8,
-    /// Held across every lease write so writes of the heartbeat thread and
-    /// the caller's checkpoints are ordered and see each other's counter.
+    /// Held across every lease write so the writes of the keeper and the
+    /// caller's checkpoints are ordered, see each other's counter, and
+    /// check "forward only" against what is really stored.
     lease: Mutex<Lease>,
+    /// Until when the lease is certainly still ours (see [`LeaseClock`]):
+    /// the send time of the last successful write plus the safe lease time.
+    /// Checked wherever records are handed on, so fencing never depends on
+    /// the keeper thread alone.
+    valid_until: AtomicU64,
+    /// How long a successful write keeps the lease ours.
+    lease_time: Duration,
     pub progress: Mutex<Progress>,
     pub counters: ShardCounters,
     pub fetcher: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Instants as nanoseconds since a process-wide origin, so a deadline fits
+/// an atomic and is read without a lock on every chunk.
+struct LeaseClock;
+
+impl LeaseClock {
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now)
+    }
+
+    fn encode(at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(Self::origin()).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn decode(nanos: u64) -> Instant {
+        Self::origin() + Duration::from_nanos(nanos)
+    }
+}
+
 impl OwnedShard {
-    pub fn new(lease: Lease, sent: Instant) -> OwnedShard {
+    /// A tenure of `lease`, whose taking (or proving) write was sent at
+    /// `sent`: others may judge it expired `session_timeout` after that at
+    /// the earliest, so it is ours for `lease_time` (shorter) from then.
+    pub fn new(lease: Lease, sent: Instant, lease_time: Duration) -> OwnedShard {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         OwnedShard {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -94,9 +126,35 @@ impl OwnedShard {
                 retry_at: None,
             }),
             lease: Mutex::new(lease),
+            valid_until: AtomicU64::new(LeaseClock::encode(sent + lease_time)),
+            lease_time,
             counters: ShardCounters::default(),
             fetcher: Mutex::new(None),
         }
+    }
+
+    /// Until when the lease is certainly ours.
+    pub fn valid_until(&self) -> Instant {
+        LeaseClock::decode(self.valid_until.load(Ordering::Acquire))
+    }
+
+    /// Whether records of this tenure may still reach the caller: it is
+    /// active and its lease certainly still ours. A lease past its safe
+    /// time ends the tenure here and now, whichever thread notices.
+    pub fn may_deliver(&self, context: &Context) -> bool {
+        if !self.is_active() {
+            return false;
+        }
+        if Instant::now() >= self.valid_until() {
+            self.mark_lost(context, "it was not renewed in time");
+            return false;
+        }
+        true
+    }
+
+    /// Whether this tenure still holds its lease (delivering or handing over).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state(), TenureState::Active | TenureState::HandingOver)
     }
 
     pub fn state(&self) -> TenureState {
@@ -125,30 +183,67 @@ impl OwnedShard {
         self.state.store(to as u8, Ordering::Release);
     }
 
-    /// Runs one conditional lease write. Success renews the lease (and may
-    /// reveal a hand-over request); `LeaseLost` ends the tenure.
+    /// Runs one conditional lease write, finished within `budget` and
+    /// before the lease's safe time runs out. Success renews the lease (and
+    /// may reveal a hand-over request); `LeaseLost` ends the tenure. A write
+    /// that failed without telling whether it was applied is settled by
+    /// reading the lease: our own write landed, or it did not, or the lease
+    /// is someone else's now.
     pub fn write(
         &self,
         context: &Context,
-        write: impl FnOnce(&Lease) -> Result<Option<Lease>>,
+        budget: Duration,
+        write: impl FnOnce(&Lease) -> Result<WriteOutcome>,
     ) -> Result<()> {
-        if matches!(self.state(), TenureState::Lost | TenureState::Released) {
+        if !self.is_live() {
             return Err(self.lost_error());
         }
-        let mut lease = self.lease.lock();
+        let deadline = self.valid_until().min(
+            Instant::now()
+                .checked_add(budget)
+                .unwrap_or_else(|| self.valid_until()),
+        );
+        let Some(mut lease) = self.lease.try_lock_until(deadline) else {
+            return Err(Error::Timeout(format!(
+                "shard {}: another lease write is still running",
+                self.shard_id
+            )));
+        };
+        if !self.is_live() {
+            return Err(self.lost_error());
+        }
+        if Instant::now() >= self.valid_until() {
+            drop(lease);
+            self.mark_lost(context, "it was not renewed in time");
+            return Err(self.lost_error());
+        }
         let sent = Instant::now();
-        match write(&lease) {
-            Ok(Some(updated)) => {
+        let result = deadline::within(deadline, || {
+            let result = write(&lease);
+            match result {
+                Err(error) if error.is_ambiguous() => self.settle(context, &lease, error),
+                other => other,
+            }
+        });
+        match result {
+            Ok(WriteOutcome::Renewed(updated)) => {
                 let handover = updated.handoff_to.clone();
+                self.renewed(sent, &updated);
                 *lease = updated;
                 drop(lease);
-                self.progress.lock().last_write_sent = sent;
                 if let Some(asker) = handover {
                     self.note_handover_request(context, &asker);
                 }
                 Ok(())
             }
-            Ok(None) => Ok(()),
+            Ok(WriteOutcome::Unchanged) => Ok(()),
+            Ok(WriteOutcome::Released) => {
+                // Ended while the lock is held: whoever reads the table
+                // after this write finds the tenure ended, never "live but
+                // not in the table".
+                self.set_state(TenureState::Released);
+                Ok(())
+            }
             Err(Error::LeaseLost { .. }) => {
                 drop(lease);
                 self.mark_lost(context, "another consumer holds it now");
@@ -156,6 +251,54 @@ impl OwnedShard {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// After a write failed ambiguously: reads the lease and tells whether
+    /// that write landed (`Renewed` with what is stored), did not land (the
+    /// original error, to be retried), or the lease is gone (`LeaseLost`).
+    fn settle(&self, context: &Context, held: &Lease, error: Error) -> Result<WriteOutcome> {
+        let Ok(stored) = context.checkpointer.lease(&context.scope, &self.shard_id) else {
+            return Err(error);
+        };
+        match stored {
+            Some(stored) if stored.counter == held.counter && stored.owner == held.owner => {
+                Err(error)
+            }
+            Some(stored) if stored.counter == held.counter + 1 && stored.owner == held.owner => {
+                log::info!(
+                    "{}: shard {}: a lease write whose answer was lost had landed",
+                    context.owner,
+                    self.shard_id
+                );
+                Ok(WriteOutcome::Renewed(stored))
+            }
+            // Released by that write (to nobody or to the asker), or taken.
+            _ => Err(Error::LeaseLost {
+                shard_id: self.shard_id.to_string(),
+            }),
+        }
+    }
+
+    /// A write sent at `sent` succeeded and left `stored`: the lease is
+    /// ours for another `lease_time` from then.
+    fn renewed(&self, sent: Instant, stored: &Lease) {
+        self.valid_until
+            .fetch_max(LeaseClock::encode(sent + self.lease_time), Ordering::AcqRel);
+        let mut progress = self.progress.lock();
+        progress.last_write_sent = sent;
+        progress.checkpointed = stored.checkpoint.clone();
+    }
+
+    /// Whether this tenure is live although a lease read from the table
+    /// after it began gives the lease to `stored_owner`, not to us; `None`
+    /// while a write is running (look again later). Counters are not
+    /// compared: the read may predate our own later writes, and only this
+    /// consumer's coordinator could have given the lease back to us.
+    pub fn is_orphaned(&self, stored_owner: Option<&str>) -> Option<bool> {
+        let lease = self.lease.try_lock_for(Duration::from_millis(50))?;
+        // A release ends the tenure under this lock, so one that landed
+        // before the read is seen here.
+        Some(self.is_live() && stored_owner != lease.owner.as_deref())
     }
 
     /// Another consumer asked for this lease: stop delivering and let the
@@ -176,32 +319,35 @@ impl OwnedShard {
         }
     }
 
-    /// Writes `checkpoint` unless the stored one is already there or beyond.
-    pub fn write_checkpoint(&self, context: &Context, checkpoint: Checkpoint) -> Result<()> {
-        {
-            let progress = self.progress.lock();
-            if let Some(current) = &progress.checkpointed {
-                if *current == checkpoint || !current.allows(&checkpoint) {
-                    return Ok(());
-                }
+    /// Writes `checkpoint` unless the stored one is already there or
+    /// beyond; the check and the write are one step under the lease lock,
+    /// so concurrent writers never move the checkpoint backwards.
+    pub fn write_checkpoint(
+        &self,
+        context: &Context,
+        budget: Duration,
+        checkpoint: Checkpoint,
+    ) -> Result<()> {
+        let mut written = false;
+        let result = self.write(context, budget, |lease| {
+            if !moves_forward(lease.checkpoint.as_ref(), &checkpoint) {
+                return Ok(WriteOutcome::Unchanged);
             }
-        }
-        let result = self.write(context, |lease| {
-            context
+            let updated = context
                 .checkpointer
-                .checkpoint(&context.scope, lease, &checkpoint)
-                .map(Some)
+                .checkpoint(&context.scope, lease, &checkpoint)?;
+            written = true;
+            Ok(WriteOutcome::Renewed(updated))
         });
         match &result {
-            Ok(()) => {
-                let mut progress = self.progress.lock();
-                progress.checkpointed = Some(checkpoint);
-                progress.last_checkpoint_written = Instant::now();
+            Ok(()) if written => {
+                self.progress.lock().last_checkpoint_written = Instant::now();
                 context
                     .counters
                     .checkpoint_writes
                     .fetch_add(1, Ordering::Relaxed);
             }
+            Ok(()) => {}
             Err(_) => {
                 context
                     .counters
@@ -212,16 +358,52 @@ impl OwnedShard {
         result
     }
 
-    /// Ends the tenure because the lease is gone.
+    /// Gives the lease up (to `to`, or to nobody), recording `checkpoint`
+    /// if it moves forward from what is stored: one conditional write, the
+    /// check under the same lock. Returns the checkpoint written, if any.
+    pub fn release(
+        &self,
+        context: &Context,
+        checkpoint: Option<Checkpoint>,
+        to: Option<&str>,
+    ) -> Result<Option<Checkpoint>> {
+        let mut recorded = None;
+        self.write(context, Duration::MAX, |lease| {
+            let checkpoint =
+                checkpoint.filter(|next| moves_forward(lease.checkpoint.as_ref(), next));
+            context
+                .checkpointer
+                .release(&context.scope, lease, checkpoint.as_ref(), to)?;
+            recorded = checkpoint;
+            Ok(WriteOutcome::Released)
+        })?;
+        if let Some(checkpoint) = &recorded {
+            self.progress.lock().checkpointed = Some(checkpoint.clone());
+            context
+                .counters
+                .checkpoint_writes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(recorded)
+    }
+
+    /// Ends the tenure because the lease is gone (or may be): nothing more
+    /// is delivered or checkpointed, undelivered records are dropped.
     pub fn mark_lost(&self, context: &Context, why: &str) {
-        let previous = self.state.swap(TenureState::Lost as u8, Ordering::AcqRel);
-        if previous != TenureState::Lost as u8 && previous != TenureState::Released as u8 {
+        let ended = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state == TenureState::Active as u8 || state == TenureState::HandingOver as u8)
+                    .then_some(TenureState::Lost as u8)
+            });
+        if ended.is_ok() {
             context
                 .counters
                 .lease_losses
                 .fetch_add(1, Ordering::Relaxed);
             log::warn!(
-                "lease lost: shard {} ({why}); its undelivered records are dropped",
+                "{}: lease lost: shard {} ({why}); its undelivered records are dropped",
+                context.owner,
                 self.shard_id
             );
         }
@@ -232,4 +414,20 @@ impl OwnedShard {
             shard_id: self.shard_id.to_string(),
         }
     }
+}
+
+/// What a lease write did.
+pub(crate) enum WriteOutcome {
+    /// The lease as stored after the write; still ours.
+    Renewed(Lease),
+    /// Nothing needed writing.
+    Unchanged,
+    /// The lease was given up.
+    Released,
+}
+
+/// Whether storing `next` over `stored` moves forward (not backwards, and
+/// not the same again).
+fn moves_forward(stored: Option<&Checkpoint>, next: &Checkpoint) -> bool {
+    stored.is_none_or(|current| current != next && current.allows(next))
 }

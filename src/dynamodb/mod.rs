@@ -266,18 +266,45 @@ impl DynamoDbClient {
         }
     }
 
+    /// `UpdateItem`, tried once: for callers with their own retry rules (a
+    /// lease write resolves an ambiguous failure by reading what the table
+    /// holds, where a blind retry would fail its own condition).
+    pub(crate) fn update_item_once(
+        &self,
+        request: &UpdateItemRequest,
+    ) -> Result<UpdateItemOutput, WriteError> {
+        self.write_with("UpdateItem", request, &RetryPolicy::no_retries())
+    }
+
+    /// The retry policy of this client's calls.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// A call whose service-specific error details are kept.
     fn write<Req, Resp>(&self, operation: &'static str, request: &Req) -> Result<Resp, WriteError>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        self.write_with(operation, request, &self.retry)
+    }
+
+    /// [`write`](Self::write) retried as `retry` allows.
+    fn write_with<Req, Resp>(
+        &self,
+        operation: &'static str,
+        request: &Req,
+        retry: &RetryPolicy,
+    ) -> Result<Resp, WriteError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let outcome =
             self.client
-                .call_inspecting(
-                    operation,
-                    request,
-                    |result: Result<Resp>, body| match result {
+                .call_inspecting(operation, request, retry, |result: Result<Resp>, body| {
+                    match result {
                         Err(error)
                             if matches!(
                                 error.code(),
@@ -290,8 +317,8 @@ impl DynamoDbClient {
                             Ok(Err(WriteError::with_details(error, body)))
                         }
                         other => other.map(Ok),
-                    },
-                );
+                    }
+                });
         outcome.unwrap_or_else(|error| Err(error.into()))
     }
 

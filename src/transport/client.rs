@@ -4,7 +4,7 @@
 //! [`Error::Service`] and retries decided by [`Error::is_retryable`].
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -34,6 +34,7 @@ struct Inner {
     service: Service,
     credentials: SharedCredentialsProvider,
     retry: RetryPolicy,
+    request_timeout: Duration,
     max_response_bytes: u64,
 }
 
@@ -58,6 +59,7 @@ impl JsonClient {
                 service,
                 credentials: config.credentials_provider(),
                 retry: config.retry_policy(),
+                request_timeout: http.request_timeout,
                 max_response_bytes: http.max_response_bytes,
             }),
         })
@@ -119,7 +121,7 @@ impl JsonClient {
         })
     }
 
-    /// Calls `operation` like [`JsonClient::call`], but hands every decoded
+    /// Calls `operation` like [`JsonClient::call_with`], but hands every decoded
     /// response to `inspect` together with its raw body, so a caller can read
     /// service-specific fields of an error body that [`Error::Service`] does
     /// not keep (DynamoDB's `Item` and `CancellationReasons`). What `inspect`
@@ -128,6 +130,7 @@ impl JsonClient {
         &self,
         operation: &'static str,
         request: &Req,
+        retry: &RetryPolicy,
         mut inspect: impl FnMut(Result<Resp>, &[u8]) -> Result<T>,
     ) -> Result<T>
     where
@@ -135,7 +138,7 @@ impl JsonClient {
         Resp: DeserializeOwned,
     {
         let body = encode_request(operation, request)?;
-        self.inner.retry.run(|_| {
+        retry.run(|_| {
             self.send_once(operation, &body, |status, bytes| {
                 inspect(decode_response(operation, status, bytes), bytes)
             })
@@ -171,6 +174,18 @@ impl JsonClient {
             endpoint: inner.endpoint.clone(),
             message,
         };
+        // Within the thread's deadline, if it has one (lease writes, close).
+        let timeout = super::deadline::bounded(inner.request_timeout);
+        if timeout.is_zero() {
+            return Err(Error::Timeout(format!(
+                "{operation}: no time left to send the request"
+            )));
+        }
+        let request = inner
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .build();
         let mut response = inner
             .agent
             .run(request)

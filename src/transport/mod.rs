@@ -5,6 +5,7 @@
 mod body;
 mod client;
 pub mod credentials;
+pub(crate) mod deadline;
 mod env;
 mod profile;
 mod region;
@@ -145,7 +146,7 @@ impl AwsConfig {
         Ok(config)
     }
 
-    /// The settings of a client configured like the seed's objects: an
+    /// The settings of a client configured like async-kinesis's objects: an
     /// optional base config with `region_name` and `endpoint_url` on top.
     pub(crate) fn for_client(
         base: Option<AwsConfig>,

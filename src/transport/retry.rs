@@ -60,6 +60,11 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_retryable() && tried + 1 < self.max_attempts.max(1) => {
                     let sleep = self.backoff(tried);
+                    // Never sleep past the thread's deadline: the next
+                    // attempt could not finish in time anyway.
+                    if super::deadline::remaining().is_some_and(|left| left <= sleep) {
+                        return Err(error);
+                    }
                     log::debug!("retrying after {sleep:?} (attempt {}): {error}", tried + 1);
                     std::thread::sleep(sleep);
                     tried += 1;

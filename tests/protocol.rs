@@ -1,0 +1,456 @@
+//! The lease protocol's promises under the faults that once broke them: a
+//! lease item deleted by hand, racing checkpoints, LATEST at close, lease
+//! writes that hang or whose answer is lost, TTL on items still needed, and
+//! an error arriving behind records in a full queue. Each test failed on the
+//! code before its fix.
+
+#[path = "support/stub_server.rs"]
+mod stub_server;
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope};
+use kcheck::dynamodb::{
+    item, AttributeValue, DeleteItemRequest, Item, PutItemRequest, ScanRequest,
+};
+use kcheck::{Consumer, DynamoDbCheckpointer, InitialPosition, Record};
+use stub_server::{forward, StubRequest, StubResponse, StubServer};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn checkpointer(group: &str, table: &str) -> DynamoDbCheckpointer {
+    dynamodb_checkpointer(group, table).build().unwrap()
+}
+
+fn is_update_item(request: &StubRequest) -> bool {
+    request.header("x-amz-target") == Some("DynamoDB_20120810.UpdateItem")
+}
+
+/// Every stored item of `table`, as written.
+fn table_items(table: &str) -> Vec<Item> {
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    client
+        .scan_all(&ScanRequest::new(table).consistent_read(true), None)
+        .unwrap()
+}
+
+/// How often each payload was delivered.
+fn counts(records: &[Record]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for payload in payloads(records) {
+        *counts.entry(payload).or_default() += 1;
+    }
+    counts
+}
+
+/// Reads until `timeout` passes, whatever arrives.
+fn read_for(consumer: &Consumer, timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        records.extend(
+            consumer
+                .next_batch(500, Duration::from_millis(100))
+                .unwrap(),
+        );
+    }
+    records
+}
+
+#[test]
+fn a_lease_item_deleted_by_hand_ends_the_live_tenure_before_the_shard_is_taken_again() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("deleted-item");
+    let consumer = consumer_for(&stream)
+        .checkpointer(checkpointer("app", &table))
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..20);
+    assert_eq!(take(&consumer, 20, WAIT).len(), 20);
+    consumer.checkpoint().unwrap();
+
+    let key = LeaseScope {
+        group: "app".into(),
+        stream: stream.name().to_owned(),
+    }
+    .key("shardId-000000000000");
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    client
+        .delete_item(&DeleteItemRequest::new(
+            &table,
+            item([("shard_id", AttributeValue::s(key))]),
+        ))
+        .unwrap();
+    // Discovery re-creates the item free and this consumer takes it again.
+    assert!(
+        wait_until(WAIT, || {
+            let _ = consumer.next_timeout(Duration::from_millis(10));
+            consumer.stats().lease_gains >= 2
+        }),
+        "{:?}",
+        consumer.stats()
+    );
+    let stats = consumer.stats();
+    assert_eq!(stats.lease_losses, 1, "the old tenure ended: {stats:?}");
+
+    let expected = put_payloads(&kinesis, &stream, 20..80);
+    let got = counts(&read_for(&consumer, Duration::from_secs(4)));
+    // The new tenure starts over (the checkpoint went with the item); the
+    // records written afterwards come exactly once, never from two tenures.
+    for payload in &expected {
+        assert_eq!(got.get(payload), Some(&1), "{payload}: {got:?}");
+    }
+}
+
+#[test]
+fn concurrent_checkpoints_never_move_the_stored_checkpoint_backwards() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("racing-checkpoints");
+    let store = checkpointer("app", &table);
+    let consumer = consumer_for(&stream)
+        .checkpointer(store.clone())
+        .build()
+        .unwrap();
+    let scope = LeaseScope {
+        group: "app".into(),
+        stream: stream.name().to_owned(),
+    };
+    for round in 0..20 {
+        put_payloads(&kinesis, &stream, round * 10..round * 10 + 10);
+        let records = take(&consumer, 10, WAIT);
+        assert_eq!(records.len(), 10);
+        let (newer, older) = (&records[9], &records[4]);
+        std::thread::scope(|s| {
+            s.spawn(|| consumer.checkpoint_record(newer).unwrap());
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_micros(300));
+                consumer.checkpoint_record(older).unwrap();
+            });
+        });
+        let stored = store.leases(&scope).unwrap()[0].checkpoint.clone();
+        assert_eq!(
+            stored,
+            Some(Checkpoint::At(newer.position())),
+            "round {round}: the older checkpoint landed last"
+        );
+    }
+}
+
+#[test]
+fn a_latest_consumer_that_closes_before_acknowledging_hands_its_records_on() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("latest-close");
+    let latest = |table: &str| {
+        consumer_for(&stream)
+            .initial_position(InitialPosition::Latest)
+            .checkpointer(checkpointer("app", table))
+            .build()
+            .unwrap()
+    };
+    put_payloads(&kinesis, &stream, 0..5); // before the group started: never read
+    let first = latest(&table);
+    // The tenure stores where it starts before it reads.
+    let pinned = wait_until(WAIT, || {
+        let _ = first.next_timeout(Duration::from_millis(10));
+        table_items(&table)
+            .iter()
+            .any(|item| item.contains_key("start_timestamp"))
+    });
+    assert!(pinned, "{:?}", table_items(&table));
+    std::thread::sleep(Duration::from_secs(1)); // LATEST resolved after the pin
+    let expected = put_payloads(&kinesis, &stream, 5..15);
+    let got = take(&first, 1, WAIT);
+    assert_eq!(payloads(&got), ["payload-5"]);
+    first.close().unwrap(); // record 5 returned, nothing acknowledged
+
+    let second = latest(&table);
+    let got = counts(&read_for(&second, Duration::from_secs(5)));
+    for payload in &expected {
+        assert!(got.contains_key(payload), "{payload} was skipped: {got:?}");
+    }
+}
+
+/// A DynamoDB proxy that answers every request normally until `hang` is
+/// set, then holds lease writes (UpdateItem) unanswered for `hold`.
+fn hanging_dynamodb(hang: Arc<AtomicBool>, hold: Duration) -> StubServer {
+    let upstream = emulators().dynamodb_url();
+    StubServer::start(move |request| {
+        if is_update_item(request) && hang.load(Ordering::SeqCst) {
+            std::thread::sleep(hold);
+            return StubResponse::Drop;
+        }
+        forward(&upstream, request)
+    })
+}
+
+#[test]
+fn an_owner_whose_lease_writes_hang_stops_delivering_before_another_takes_over() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("hung-renewals");
+    let hang = Arc::new(AtomicBool::new(false));
+    let proxy = hanging_dynamodb(hang.clone(), Duration::from_secs(20));
+    let hung = consumer_for(&stream)
+        .checkpointer(
+            dynamodb_checkpointer("app", &table)
+                .aws_config(config_for(proxy.url()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..10);
+    assert_eq!(take(&hung, 10, WAIT).len(), 10);
+    let other = consumer_for(&stream)
+        .checkpointer(checkpointer("app", &table))
+        .build()
+        .unwrap();
+
+    let writing = AtomicBool::new(true);
+    let deliveries: Mutex<Vec<(&str, Instant)>> = Mutex::new(Vec::new());
+    hang.store(true, Ordering::SeqCst);
+    let hung_at = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = 10;
+            while writing.load(Ordering::SeqCst) {
+                put_payloads(&kinesis, &stream, next..next + 5);
+                next += 5;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for (name, consumer) in [("hung", &hung), ("other", &other)] {
+            let (deliveries, writing) = (&deliveries, &writing);
+            s.spawn(move || {
+                while writing.load(Ordering::SeqCst) {
+                    let batch = consumer.next_batch(100, Duration::from_millis(50)).unwrap();
+                    if !batch.is_empty() {
+                        deliveries.lock().unwrap().push((name, Instant::now()));
+                    }
+                }
+            });
+        }
+        wait_until(WAIT, || other.stats().shards.len() == 1);
+        std::thread::sleep(Duration::from_secs(1));
+        writing.store(false, Ordering::SeqCst);
+    });
+    let deliveries = deliveries.into_inner().unwrap();
+    let last_hung = deliveries
+        .iter()
+        .filter(|(n, _)| *n == "hung")
+        .map(|(_, t)| *t)
+        .max();
+    let first_other = deliveries
+        .iter()
+        .filter(|(n, _)| *n == "other")
+        .map(|(_, t)| *t)
+        .min();
+    let (Some(last_hung), Some(first_other)) = (last_hung, first_other) else {
+        panic!("both consumers should have delivered: {deliveries:?}");
+    };
+    assert!(
+        last_hung < first_other,
+        "the hung owner delivered {:?} after the other started",
+        last_hung - first_other
+    );
+    assert!(
+        last_hung - hung_at < SESSION_TIMEOUT,
+        "fenced within session_timeout"
+    );
+    assert!(hung.stats().lease_losses >= 1, "{:?}", hung.stats());
+    // Close returns in bounded time although every lease write hangs.
+    let closing = Instant::now();
+    let _ = hung.close();
+    assert!(
+        closing.elapsed()
+            < SESSION_TIMEOUT + kcheck::consumer::CLOSE_GRACE + Duration::from_secs(2),
+        "close took {:?}",
+        closing.elapsed()
+    );
+}
+
+#[test]
+fn a_lease_write_whose_answer_is_lost_is_not_taken_for_a_lost_lease() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("lost-answers");
+    let drop_answers = Arc::new(AtomicU32::new(0));
+    let dropped = drop_answers.clone();
+    let upstream = emulators().dynamodb_url();
+    let proxy = StubServer::start(move |request| {
+        let response = forward(&upstream, request);
+        let lose = is_update_item(request)
+            && dropped
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        // Applied by DynamoDB, but the client never hears of it.
+        if lose {
+            StubResponse::Drop
+        } else {
+            response
+        }
+    });
+    let consumer = consumer_for(&stream)
+        .checkpointer(
+            dynamodb_checkpointer("app", &table)
+                .aws_config(config_for(proxy.url()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..10);
+    assert_eq!(take(&consumer, 10, WAIT).len(), 10);
+    drop_answers.store(3, Ordering::SeqCst);
+    assert!(wait_until(WAIT, || drop_answers.load(Ordering::SeqCst) == 0));
+    std::thread::sleep(HEARTBEAT * 4);
+    let stats = consumer.stats();
+    assert_eq!(stats.lease_losses, 0, "{stats:?}");
+    assert_eq!(stats.shards.len(), 1, "{stats:?}");
+    let expected = put_payloads(&kinesis, &stream, 10..20);
+    assert_eq!(payloads(&take(&consumer, 10, WAIT)), expected);
+    consumer.checkpoint().unwrap();
+}
+
+#[test]
+fn lease_items_expire_only_after_their_shard_has_left_the_stream() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("ttl");
+    let store = dynamodb_checkpointer("app", &table)
+        .ttl_hours(1)
+        .build()
+        .unwrap();
+    store.prepare().unwrap();
+    let scope = LeaseScope {
+        group: "app".into(),
+        stream: stream.name().to_owned(),
+    };
+    let client = store.client();
+    let lease_item = |shard: &str, ttl: u64| {
+        item([
+            ("shard_id", AttributeValue::s(scope.key(shard))),
+            ("app", AttributeValue::s("app")),
+            ("stream", AttributeValue::s(stream.name())),
+            ("shard", AttributeValue::s(shard)),
+            ("lease_counter", AttributeValue::n(0)),
+            ("sequence", AttributeValue::s("SHARD_END")),
+            ("ttl", AttributeValue::n(ttl)),
+        ])
+    };
+    // A live shard's item as older versions wrote it (expiring soon), and
+    // the finished item of a parent that has left the stream.
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let mut live = lease_item("shardId-000000000000", soon);
+    live.remove("sequence");
+    client.put_item(&PutItemRequest::new(&table, live)).unwrap();
+    let mut gone = lease_item("shardId-000000000099", 0);
+    gone.remove("ttl");
+    client.put_item(&PutItemRequest::new(&table, gone)).unwrap();
+
+    let consumer = consumer_for(&stream)
+        .checkpointer(store.clone())
+        .build()
+        .unwrap();
+    put_payloads(&kinesis, &stream, 0..5);
+    assert_eq!(take(&consumer, 5, WAIT).len(), 5);
+    let by_shard = |items: &[Item]| -> HashMap<String, Option<u64>> {
+        items
+            .iter()
+            .map(|item| {
+                (
+                    item["shard"].as_s().unwrap().to_owned(),
+                    item.get("ttl").and_then(AttributeValue::as_u64),
+                )
+            })
+            .collect()
+    };
+    let settled = wait_until(WAIT, || {
+        let ttls = by_shard(&table_items(&table));
+        ttls["shardId-000000000000"].is_none() && ttls["shardId-000000000099"].is_some()
+    });
+    let ttls = by_shard(&table_items(&table));
+    assert!(settled, "{ttls:?}");
+    assert!(
+        ttls["shardId-000000000099"].unwrap() > soon + 3000,
+        "expires ttl_hours from now: {ttls:?}"
+    );
+    // Writes of the live lease never bring an expiry back.
+    consumer.checkpoint().unwrap();
+    std::thread::sleep(HEARTBEAT * 3);
+    assert_eq!(by_shard(&table_items(&table))["shardId-000000000000"], None);
+}
+
+#[test]
+fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
+    let (kinesis, stream) = create_stream(2);
+    let upstream = emulators().kinesis_url();
+    let denied_shard = "shardId-000000000001";
+    // Remember which iterators belong to the denied shard.
+    let denied_iterators = Arc::new(Mutex::new(Vec::<String>::new()));
+    let iterators = denied_iterators.clone();
+    let proxy = StubServer::start(move |request| {
+        let target = request.header("x-amz-target").unwrap_or("");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let deny = || {
+            StubResponse::json(
+                400,
+                r#"{"__type":"AccessDeniedException","message":"denied"}"#,
+            )
+        };
+        if target.ends_with("GetRecords") {
+            let iterator = body["ShardIterator"].as_str().unwrap_or("");
+            if iterators.lock().unwrap().iter().any(|i| i == iterator) {
+                return deny();
+            }
+        }
+        let response = forward(&upstream, request);
+        if target.ends_with("GetShardIterator") && body["ShardId"] == denied_shard {
+            if let StubResponse::Full { body, .. } = &response {
+                let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+                if let Some(iterator) = answer["ShardIterator"].as_str() {
+                    iterators.lock().unwrap().push(iterator.to_owned());
+                }
+            }
+        }
+        response
+    });
+    // Shard 0 alone gets many records: they keep the small queue full.
+    let entries: Vec<_> = (0..20_000)
+        .map(|i| kcheck::kinesis::PutRecordsEntry {
+            explicit_hash_key: Some("0".into()),
+            ..kcheck::kinesis::PutRecordsEntry::new("k", format!("r{i}").into_bytes())
+        })
+        .collect();
+    kinesis.put_records_all(&stream, &entries).unwrap();
+    let consumer = consumer_for(&stream)
+        .aws_config(config_for(proxy.url()))
+        .max_queue_size(8)
+        .build()
+        .unwrap();
+    let (done, finished) = crossbeam_channel::bounded::<(usize, usize)>(1);
+    let reader = std::thread::spawn(move || {
+        let (mut records, mut errors) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (records < 20_000 || errors == 0) && Instant::now() < deadline {
+            match consumer.next_batch(100, Duration::from_millis(200)) {
+                Ok(batch) => records += batch.len(),
+                Err(_) => errors += 1,
+            }
+        }
+        let _ = done.send((records, errors));
+        consumer
+    });
+    let (records, errors) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("next_batch blocked on its own queue");
+    assert_eq!(records, 20_000);
+    assert!(errors > 0, "the denied shard was reported");
+    drop(reader.join().unwrap());
+}
