@@ -1,6 +1,10 @@
 //! KPL aggregated records: 4 magic bytes, a protobuf `AggregatedRecord`, then
 //! the 16-byte MD5 of the protobuf. Anything else — no magic, a bad digest, a
 //! protobuf that does not decode — is a plain record, as in the KCL.
+//! So is an aggregate with a key longer than Kinesis allows, which the KPL
+//! never writes: every user record gets its own copy of its keys, so one
+//! long key shared by many tiny entries would make a 1 MiB record claim
+//! gigabytes.
 
 use md5::{Digest, Md5};
 use prost::Message;
@@ -8,6 +12,9 @@ use prost::Message;
 /// The KPL's magic prefix.
 pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
+/// Kinesis's limit on a partition key, which the KPL checks on every user
+/// record; explicit hash keys (at most 39 digits) are well within it.
+const MAX_KEY_CHARS: usize = 256;
 
 /// One user record taken out of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +57,8 @@ struct Tag {
 }
 
 /// The user records of a KPL aggregate, or `None` when `data` is a plain
-/// record (no magic, wrong digest, undecodable, or indexes out of range).
+/// record (no magic, wrong digest, undecodable, indexes out of range, or a
+/// key over 256 characters).
 pub fn deaggregate(data: &[u8]) -> Option<Vec<UserRecord>> {
     let body = data.strip_prefix(&KPL_MAGIC)?;
     if body.len() < DIGEST_LEN {
@@ -61,6 +69,14 @@ pub fn deaggregate(data: &[u8]) -> Option<Vec<UserRecord>> {
         return None;
     }
     let aggregate = AggregatedRecord::decode(message).ok()?;
+    let keys_fit = aggregate
+        .partition_key_table
+        .iter()
+        .chain(&aggregate.explicit_hash_key_table)
+        .all(|key| key.len() <= MAX_KEY_CHARS || key.chars().count() <= MAX_KEY_CHARS);
+    if !keys_fit {
+        return None;
+    }
     let mut records = Vec::with_capacity(aggregate.records.len());
     for (index, entry) in aggregate.records.into_iter().enumerate() {
         let partition_key = aggregate
@@ -157,5 +173,134 @@ mod tests {
         blob.extend_from_slice(&message);
         blob.extend_from_slice(&Md5::digest(&message));
         assert!(deaggregate(&blob).is_none());
+    }
+
+    mod hostile {
+        //! Hostile aggregates: the digest is no protection (anyone can
+        //! compute an MD5), so whatever follows the magic must decode to
+        //! user records or to `None`, without panicking or allocating more
+        //! than the record's size warrants.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// `message` framed as the KPL frames it, with a correct digest.
+        fn framed(message: &[u8]) -> Vec<u8> {
+            let mut blob = KPL_MAGIC.to_vec();
+            blob.extend_from_slice(message);
+            blob.extend_from_slice(&Md5::digest(message));
+            blob
+        }
+
+        fn entry() -> impl Strategy<Value = AggregatedEntry> {
+            (
+                0u64..6,
+                prop::option::of(0u64..4),
+                prop::collection::vec(any::<u8>(), 0..32),
+                prop::collection::vec(
+                    (".{0,8}", prop::option::of(".{0,8}"))
+                        .prop_map(|(key, value)| Tag { key, value }),
+                    0..2,
+                ),
+            )
+                .prop_map(
+                    |(partition_key_index, explicit_hash_key_index, data, tags)| AggregatedEntry {
+                        partition_key_index,
+                        explicit_hash_key_index,
+                        data,
+                        tags,
+                    },
+                )
+        }
+
+        fn aggregate_record() -> impl Strategy<Value = AggregatedRecord> {
+            (
+                prop::collection::vec(".{0,300}", 0..5),
+                prop::collection::vec("[0-9]{1,39}", 0..3),
+                prop::collection::vec(entry(), 0..12),
+            )
+                .prop_map(|(partition_key_table, explicit_hash_key_table, records)| {
+                    AggregatedRecord {
+                        partition_key_table,
+                        explicit_hash_key_table,
+                        records,
+                    }
+                })
+        }
+
+        fn is_valid(aggregate: &AggregatedRecord) -> bool {
+            let fits = |key: &String| key.chars().count() <= MAX_KEY_CHARS;
+            aggregate.partition_key_table.iter().all(fits)
+                && aggregate.explicit_hash_key_table.iter().all(fits)
+                && aggregate.records.iter().all(|entry| {
+                    (entry.partition_key_index as usize) < aggregate.partition_key_table.len()
+                        && entry
+                            .explicit_hash_key_index
+                            .is_none_or(|i| (i as usize) < aggregate.explicit_hash_key_table.len())
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_aggregate_gives_its_user_records_or_none(aggregate in aggregate_record()) {
+                let users = deaggregate(&framed(&aggregate.encode_to_vec()));
+                prop_assert_eq!(users.is_some(), is_valid(&aggregate));
+                let Some(users) = users else { return Ok(()) };
+                prop_assert_eq!(users.len(), aggregate.records.len());
+                for (index, (user, entry)) in users.iter().zip(&aggregate.records).enumerate() {
+                    prop_assert_eq!(user.sub_sequence_number, index as u64);
+                    prop_assert_eq!(&user.data, &entry.data);
+                    prop_assert_eq!(
+                        &user.partition_key,
+                        &aggregate.partition_key_table[entry.partition_key_index as usize]
+                    );
+                    prop_assert_eq!(
+                        user.explicit_hash_key.as_ref(),
+                        entry
+                            .explicit_hash_key_index
+                            .map(|i| &aggregate.explicit_hash_key_table[i as usize])
+                    );
+                }
+            }
+
+            #[test]
+            fn damaged_aggregates_give_user_records_or_none(
+                aggregate in aggregate_record(),
+                flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut message = aggregate.encode_to_vec();
+                if !message.is_empty() {
+                    for (at, byte) in &flips {
+                        let at = at.index(message.len());
+                        message[at] = *byte;
+                    }
+                    message.truncate(cut.index(message.len() + 1));
+                }
+                let _ = deaggregate(&framed(&message));
+            }
+        }
+
+        #[test]
+        fn one_long_key_shared_by_many_entries_is_not_an_aggregate() {
+            // A 64 KiB key and 20 000 empty entries pointing at it: 100 KiB
+            // on the wire that used to become 1.3 GB of copied keys.
+            let message = AggregatedRecord {
+                partition_key_table: vec!["k".repeat(64 * 1024)],
+                explicit_hash_key_table: vec![],
+                records: vec![AggregatedEntry::default(); 20_000],
+            }
+            .encode_to_vec();
+            assert!(message.len() < 110 * 1024);
+            assert!(deaggregate(&framed(&message)).is_none());
+        }
+
+        #[test]
+        fn keys_of_256_characters_are_accepted() {
+            let key = "é".repeat(MAX_KEY_CHARS);
+            let blob = aggregate([(key.as_str(), &b"x"[..])]);
+            assert_eq!(deaggregate(&blob).unwrap()[0].partition_key, key);
+        }
     }
 }

@@ -256,14 +256,26 @@ fn serialize_base64<S: Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, 
     serializer.serialize_str(&base64_simd::STANDARD.encode_to_string(data))
 }
 
-/// Kinesis sends timestamps as epoch seconds with a fraction.
+/// Kinesis sends timestamps as epoch seconds with a fraction. A time the
+/// clock cannot hold is an error: converting it would panic.
 fn deserialize_epoch_seconds<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SystemTime>, D::Error> {
-    let seconds = Option::<f64>::deserialize(deserializer)?;
-    Ok(seconds
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| UNIX_EPOCH + Duration::from_secs_f64(s)))
+    let Some(seconds) = Option::<f64>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "ApproximateArrivalTimestamp {seconds:e} is out of range"
+            ))
+        })
 }
 
 pub(crate) fn epoch_seconds(time: SystemTime) -> f64 {
