@@ -7,8 +7,6 @@
 //! draining the stream from the start; the median is reported). The emulators run in a child process (this
 //! binary re-executed), so the figures are the client's alone.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -16,8 +14,9 @@ use kcheck::kinesis::{IteratorPosition, KinesisClient, PutRecordsEntry, StreamRe
 use kcheck::transport::signing::sign_request;
 use kcheck::transport::{AwsConfig, Credentials};
 use kcheck::{Consumer, DynamoDbCheckpointer};
+use support::{env_number, peak_rss_kib, process_cpu, reset_peak_rss, start_emulators};
 
-const SERVE_ENV: &str = "KCHECK_BENCH_SERVE_EMULATORS";
+mod support;
 
 /// CPU per record of async-kinesis 3.0.1 draining the same workload with
 /// DynamoDB checkpoints, the middle of 67.2-70.5 us measured on the 2-core
@@ -25,8 +24,7 @@ const SERVE_ENV: &str = "KCHECK_BENCH_SERVE_EMULATORS";
 const ASYNC_KINESIS_US_PER_RECORD: f64 = 69.0;
 
 fn main() {
-    if std::env::var_os(SERVE_ENV).is_some() {
-        kcheck_emulators::serve_until_stdin_closes(kcheck_emulators::Options::default());
+    if support::serve_emulators_if_asked() {
         return;
     }
     if std::env::args().any(|a| a == "--list") {
@@ -281,60 +279,4 @@ fn parse_floor(kinesis: &KinesisClient, stream: &StreamRef, url: &str) -> Floors
         }),
         base64_simd: floor(&|text| base64_simd::STANDARD.decode_to_vec(text).expect("base64")),
     }
-}
-
-/// User + system CPU time of this process, from /proc/self/stat.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(") ")
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
-/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn start_emulators() -> (Child, String, String) {
-    let mut child = Command::new(std::env::current_exe().expect("bench path"))
-        .env(SERVE_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the emulators");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("emulator endpoints");
-    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("endpoint JSON");
-    (
-        child,
-        endpoints["kinesis"].as_str().expect("kinesis").to_owned(),
-        endpoints["dynamodb"].as_str().expect("dynamodb").to_owned(),
-    )
 }

@@ -267,6 +267,25 @@ impl ErrorCode {
     }
 }
 
+/// How many characters of an input or a body an error message quotes.
+const EXCERPT_CHARS: usize = 120;
+
+/// `text` quoted for an error message: at most [`EXCERPT_CHARS`]
+/// characters, on one line, so a hostile or huge input (a 1 MB name, a
+/// response body) never makes a huge message. Never call this on a secret
+/// or on a successful credentials response.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut short: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(EXCERPT_CHARS).is_some() {
+        short.push('…');
+    }
+    format!("{:?}", short.trim())
+}
+
 /// The text of a caught panic's payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -293,6 +312,13 @@ mod tests {
             status,
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn excerpts_are_short_and_on_one_line() {
+        assert_eq!(excerpt("a\nb"), "\"a b\"");
+        let huge = excerpt(&"x".repeat(1 << 20));
+        assert!(huge.len() < 200 && huge.ends_with("…\""), "{huge}");
     }
 
     #[test]

@@ -85,7 +85,8 @@ fn a_throttled_shard_backs_off_alone() {
     let throttled_shard = shards[0].shard_id.clone();
     let iterators: Arc<Mutex<HashSet<String>>> = Arc::default();
     let throttles = Arc::new(AtomicU32::new(0));
-    let until = Instant::now() + Duration::from_secs(3);
+    let throttled_for = Duration::from_secs(6);
+    let until = Instant::now() + throttled_for;
     let upstream = emulators().kinesis_url();
     let (seen, count) = (iterators.clone(), throttles.clone());
     let proxy = StubServer::start(move |request| {
@@ -125,7 +126,12 @@ fn a_throttled_shard_backs_off_alone() {
         expected.iter().collect::<HashSet<_>>()
     );
     assert_eq!(got.len(), 200);
-    assert!(throttles.load(Ordering::SeqCst) > 0);
+    // Backed off: pacing alone (5 calls/s) would have made 30 calls.
+    let throttled_calls = throttles.load(Ordering::SeqCst);
+    assert!(
+        (1..=15).contains(&throttled_calls),
+        "{throttled_calls} throttled calls in {throttled_for:?}"
+    );
     // The other shard was read while this one waited.
     let position_of_first =
         |shard: &str| records.iter().position(|r| &*r.shard_id == shard).unwrap();
@@ -322,9 +328,10 @@ fn checkpointer_via(proxy: &StubServer, table: &str) -> kcheck::DynamoDbCheckpoi
 fn throttled_heartbeats_are_retried_and_the_lease_is_kept() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("throttled-heartbeats");
-    let until = Instant::now() + SESSION_TIMEOUT / 2 + Duration::from_secs(1);
+    let throttling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let throttled = throttling.clone();
     let (proxy, injected) = dynamodb_proxy(Arc::new(move || {
-        (Instant::now() < until).then(|| {
+        throttled.load(Ordering::SeqCst).then(|| {
             StubResponse::json(
                 400,
                 r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"throttled"}"#,
@@ -338,15 +345,27 @@ fn throttled_heartbeats_are_retried_and_the_lease_is_kept() {
     let expected = put_payloads(&kinesis, &stream, 0..20);
     let got = payloads(&take(&consumer, 20, WAIT));
     assert_eq!(got, expected);
-    std::thread::sleep(SESSION_TIMEOUT);
+    // Throttle the renewals of the held lease for half a session.
+    throttling.store(true, Ordering::SeqCst);
+    std::thread::sleep(SESSION_TIMEOUT / 2);
+    throttling.store(false, Ordering::SeqCst);
+    let throttled_heartbeats = injected.load(Ordering::SeqCst);
     assert!(
-        injected.load(Ordering::SeqCst) > 0,
-        "heartbeats were throttled"
+        throttled_heartbeats >= 2,
+        "{throttled_heartbeats} heartbeats throttled"
+    );
+    let heartbeats = consumer.stats().heartbeats;
+    assert!(
+        wait_until(SESSION_TIMEOUT, || consumer.stats().heartbeats > heartbeats),
+        "renewals resumed: {:?}",
+        consumer.stats()
     );
     let stats = consumer.stats();
     assert_eq!(stats.lease_losses, 0, "{stats:?}");
     assert_eq!(stats.shards.len(), 1);
-    assert!(stats.heartbeats > 0, "{stats:?}");
+    assert!(stats.heartbeat_failures >= 2, "{stats:?}");
+    let more = put_payloads(&kinesis, &stream, 20..30);
+    assert_eq!(payloads(&take(&consumer, 10, WAIT)), more);
     consumer.checkpoint().unwrap();
 }
 
@@ -368,8 +387,16 @@ fn an_owner_that_cannot_renew_for_session_timeout_stops_the_shard_itself() {
     put_payloads(&kinesis, &stream, 0..5);
     assert_eq!(take(&consumer, 5, WAIT).len(), 5);
     broken.store(true, Ordering::SeqCst);
-    let fenced = wait_until(SESSION_TIMEOUT * 3, || consumer.stats().lease_losses == 1);
+    let broken_at = Instant::now();
+    let fenced = wait_until(SESSION_TIMEOUT * 2, || consumer.stats().lease_losses == 1);
     assert!(fenced, "{:?}", consumer.stats());
+    // Not before its lease could have run out: the last renewal was sent at
+    // most a heartbeat before the break, and holds 90% of a session.
+    let fenced_after = broken_at.elapsed();
+    assert!(
+        fenced_after >= SESSION_TIMEOUT * 9 / 10 - HEARTBEAT,
+        "fenced after {fenced_after:?}"
+    );
     assert!(consumer.stats().shards.is_empty());
     assert!(consumer.stats().heartbeat_failures > 0);
 }

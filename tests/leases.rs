@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope};
+use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope, Position};
 use kcheck::dynamodb::{item, AttributeValue, UpdateItemRequest};
 use kcheck::kinesis::StreamRef;
 use kcheck::{Consumer, Error, Record};
@@ -65,15 +65,16 @@ fn assert_exactly_once(got: &[String], expected: &[String]) {
     );
 }
 
-fn wait_for_split(consumers: &[&Consumer], expected: &[usize]) {
-    // Keep the consumers reading so hand-overs can complete.
+/// Reads on until the consumers hold `expected` shards each, so hand-overs
+/// can complete; returns what arrived meanwhile, for the caller's
+/// exactly-once check (a hand-over that duplicates shows there).
+fn wait_for_split(consumers: &[&Consumer], expected: &[usize]) -> Vec<Record> {
+    let mut read = Vec::new();
     let ok = wait_until(WAIT, || {
         for consumer in consumers {
-            while consumer
-                .next_timeout(Duration::from_millis(1))
-                .unwrap()
-                .is_some()
-            {}
+            while let Some(record) = consumer.next_timeout(Duration::from_millis(1)).unwrap() {
+                read.push(record);
+            }
         }
         shard_counts(consumers) == expected
     });
@@ -82,6 +83,13 @@ fn wait_for_split(consumers: &[&Consumer], expected: &[usize]) {
         "expected split {expected:?}, got {:?}",
         shard_counts(consumers)
     );
+    read
+}
+
+/// Waits for a split before any record is written: nothing may arrive.
+fn wait_for_split_of_empty_stream(consumers: &[&Consumer], expected: &[usize]) {
+    let read = wait_for_split(consumers, expected);
+    assert!(read.is_empty(), "nothing was written yet: {read:?}");
 }
 
 #[test]
@@ -90,7 +98,7 @@ fn two_consumers_split_four_shards_and_deliver_everything() {
     let table = unique_name("two");
     let a = group_consumer(&stream, "app", &table);
     let b = group_consumer(&stream, "app", &table);
-    wait_for_split(&[&a, &b], &[2, 2]);
+    wait_for_split_of_empty_stream(&[&a, &b], &[2, 2]);
     let expected = put_payloads(&kinesis, &stream, 0..400);
     let got = drain_records(&[&a, &b], 400, WAIT);
     assert_exactly_once(&all_payloads(&got), &expected);
@@ -108,7 +116,7 @@ fn three_consumers_split_eight_shards_evenly() {
         .map(|_| group_consumer(&stream, "app", &table))
         .collect();
     let refs: Vec<&Consumer> = consumers.iter().collect();
-    wait_for_split(&refs, &[2, 3, 3]);
+    wait_for_split_of_empty_stream(&refs, &[2, 3, 3]);
     let expected = put_payloads(&kinesis, &stream, 0..800);
     let got = drain_records(&refs, 800, WAIT);
     assert_exactly_once(&all_payloads(&got), &expected);
@@ -128,14 +136,15 @@ fn a_new_consumer_gets_its_share_by_hand_over_without_duplicates() {
     // The owner looks at the table rarely, the newcomer often: hand-overs
     // take several of the newcomer's cycles to land.
     let a = with_discovery(Duration::from_secs(1));
-    wait_for_split(&[&a], &[4]);
+    wait_for_split_of_empty_stream(&[&a], &[4]);
     let expected = put_payloads(&kinesis, &stream, 0..2000);
     let mut got = drain_records(&[&a], 500, WAIT);
     let b = with_discovery(Duration::from_millis(50));
-    // Both read while the leases move; every record still arrives once.
+    // Both read while the leases move; every record still arrives once,
+    // counting what arrives until the split is complete.
     got.extend(drain_records(&[&a, &b], 1500, WAIT));
+    got.push(wait_for_split(&[&a, &b], &[2, 2]));
     assert_exactly_once(&all_payloads(&got), &expected);
-    wait_for_split(&[&a, &b], &[2, 2]);
     let more = put_payloads(&kinesis, &stream, 2000..2400);
     let got = drain_records(&[&a, &b], 400, WAIT);
     assert_exactly_once(&all_payloads(&got), &more);
@@ -164,7 +173,7 @@ fn a_gracefully_closed_consumer_hands_its_shards_over_at_once() {
             .unwrap()
     };
     let (a, b) = (consumer(), consumer());
-    wait_for_split(&[&a, &b], &[2, 2]);
+    wait_for_split_of_empty_stream(&[&a, &b], &[2, 2]);
     let first = put_payloads(&kinesis, &stream, 0..200);
     let got = drain_records(&[&a, &b], 200, WAIT);
     assert_exactly_once(&all_payloads(&got), &first);
@@ -175,7 +184,8 @@ fn a_gracefully_closed_consumer_hands_its_shards_over_at_once() {
         .is_none());
     let closed_at = Instant::now();
     b.close().unwrap();
-    wait_for_split(&[&a], &[4]);
+    // Everything was acknowledged before the close: nothing comes again.
+    wait_for_split_of_empty_stream(&[&a], &[4]);
     // Released leases are free at once: no session_timeout wait.
     assert!(
         closed_at.elapsed() < session_timeout / 3,
@@ -215,7 +225,13 @@ fn child_consumer_process() {
         .unwrap();
     loop {
         if let Some(record) = consumer.next_timeout(Duration::from_millis(100)).unwrap() {
-            println!("RECORD {}", String::from_utf8_lossy(&record.data));
+            println!(
+                "RECORD {} {} {} {}",
+                record.shard_id,
+                record.sequence_number,
+                record.sub_sequence_number,
+                String::from_utf8_lossy(&record.data)
+            );
             std::thread::sleep(Duration::from_millis(5)); // processing
         }
     }
@@ -242,14 +258,17 @@ fn a_killed_consumer_loses_its_shards_after_session_timeout_and_nothing_is_lost(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen_by_child = Vec::new();
+    // (shard, position, payload) of every record the child processed.
+    let mut seen_by_child: Vec<(String, Position, String)> = Vec::new();
     let deadline = Instant::now() + WAIT;
     while seen_by_child.len() < 300 && Instant::now() < deadline {
         match lines.next() {
             // libtest may print "test child_consumer_process ... " before the first line.
             Some(Ok(line)) => {
                 if let Some(at) = line.find("RECORD ") {
-                    seen_by_child.push(line[at + 7..].to_owned());
+                    let fields: Vec<&str> = line[at + 7..].splitn(4, ' ').collect();
+                    let position = Position::new(fields[1], fields[2].parse().unwrap());
+                    seen_by_child.push((fields[0].to_owned(), position, fields[3].to_owned()));
                 }
             }
             Some(Err(_)) | None => break,
@@ -296,11 +315,35 @@ fn a_killed_consumer_loses_its_shards_after_session_timeout_and_nothing_is_lost(
             );
         }
     }
-    // ...and everything the child did not checkpoint does.
-    let mut all: HashSet<String> = payloads(&got).into_iter().collect();
-    let before: HashSet<String> = seen_by_child.into_iter().collect();
-    all.extend(before);
-    let missing: Vec<_> = expected.iter().filter(|p| !all.contains(*p)).collect();
+    // ...and everything the child did not checkpoint does, including what
+    // it had processed after its last checkpoint.
+    let survivor_got: HashSet<String> = payloads(&got).into_iter().collect();
+    let checkpointed = |shard: &str, position: &Position| {
+        checkpoints
+            .get(shard)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| c.covers(position))
+    };
+    let redelivered_after_crash: Vec<&String> = seen_by_child
+        .iter()
+        .filter(|(shard, position, _)| !checkpointed(shard, position))
+        .map(|(_, _, payload)| payload)
+        .collect();
+    for payload in &redelivered_after_crash {
+        assert!(
+            survivor_got.contains(*payload),
+            "{payload} was processed after the last checkpoint but not delivered again"
+        );
+    }
+    let done_by_child: HashSet<&String> = seen_by_child
+        .iter()
+        .filter(|(shard, position, _)| checkpointed(shard, position))
+        .map(|(_, _, payload)| payload)
+        .collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|p| !survivor_got.contains(*p) && !done_by_child.contains(p))
+        .collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
 }
 
@@ -343,7 +386,10 @@ fn a_consumer_whose_lease_is_taken_stops_the_shard_and_cannot_checkpoint_it() {
     let lost = wait_until(WAIT, || consumer.stats().lease_losses == 1);
     assert!(lost, "{:?}", consumer.stats());
     assert!(consumer.stats().shards.is_empty());
-    // Undelivered records of that shard are dropped; its checkpoint is refused.
+    // Undelivered records of that shard are dropped: records 5..10 were
+    // fetched, but the thief owns them now.
+    assert!(take(&consumer, 1, Duration::from_millis(1500)).is_empty());
+    // Its checkpoint is refused.
     let error = consumer.checkpoint_record(&records[4]).unwrap_err();
     assert!(matches!(error, Error::LeaseLost { .. }), "{error:?}");
     assert!(consumer.checkpoint().is_err());

@@ -25,8 +25,13 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
-KCHECK_LIBRARY="$PWD/target/debug/libkcheck.so" KCHECK_EMULATORS="$PWD/target/debug/kcheck-emulators" \
+# KCHECK_TEST_INSTALL=1: the package is also built and installed with pip
+# into a fresh venv, as a user would.
+KCHECK_TEST_INSTALL=1 KCHECK_LIBRARY="$PWD/target/debug/libkcheck.so" KCHECK_EMULATORS="$PWD/target/debug/kcheck-emulators" \
     "$venv/bin/python" -m pytest bindings/python/tests -q -p no:cacheprovider 2>&1 | tee -a "$log"
+
+echo "== demo (the README's main job, with few records)"
+cargo run --locked --example demo -- 2000
 
 echo "== header drift"
 git diff --exit-code -- include/kcheck.h || {
@@ -36,11 +41,12 @@ git diff --exit-code -- include/kcheck.h || {
 
 # One closing line for all test binaries and pytest together.
 awk '
-    /^test result:/ { passed += $4; failed += $6 }
-    /^(=+ )?[0-9]+ (passed|failed|errors?)[ ,]/ {
+    /^test result:/ { passed += $4; failed += $6; skipped += $8 }
+    /^(=+ )?[0-9]+ (passed|failed|skipped|errors?)[ ,]/ {
         for (i = 1; i < NF; i++) {
             if ($(i + 1) ~ /^passed/) passed += $i
             if ($(i + 1) ~ /^(failed|errors?)/) failed += $i
+            if ($(i + 1) ~ /^skipped/) skipped += $i
         }
     }
-    END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+    END { printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"

@@ -107,8 +107,8 @@ impl DynamoDbCheckpointerBuilder {
         }
         if self.name.contains(':') {
             return Err(Error::Config(format!(
-                "DynamoDBCheckPointer name {:?} must not contain ':'",
-                self.name
+                "DynamoDBCheckPointer name {} must not contain ':'",
+                crate::error::excerpt(&self.name)
             )));
         }
         self.settings.validate()?;
@@ -121,7 +121,8 @@ impl DynamoDbCheckpointerBuilder {
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !valid_table {
             return Err(Error::Config(format!(
-                "table_name {table_name:?} is not a valid DynamoDB table name (3-255 of a-z, A-Z, 0-9, _ - .)"
+                "table_name {} is not a valid DynamoDB table name (3-255 of a-z, A-Z, 0-9, _ - .)",
+                crate::error::excerpt(&table_name)
             )));
         }
         let config = AwsConfig::for_client(
@@ -547,8 +548,13 @@ fn parse_lease(stored: &Item) -> Result<Lease> {
         operation: "lease item",
         status: 200,
         detail: format!(
-            "{what} in {:?}",
-            stored.get("shard_id").and_then(AttributeValue::as_s)
+            "{what} in {}",
+            crate::error::excerpt(
+                stored
+                    .get("shard_id")
+                    .and_then(AttributeValue::as_s)
+                    .unwrap_or("an item without shard_id")
+            )
         ),
     };
     let shard_id = stored
@@ -564,24 +570,26 @@ fn parse_lease(stored: &Item) -> Result<Lease> {
         None => None,
         Some(SHARD_END) => Some(Checkpoint::ShardEnd),
         Some(sequence) if super::is_sequence_number(sequence) => {
-            let sub = stored
-                .get("sub_sequence")
-                .and_then(AttributeValue::as_u64)
-                .unwrap_or(0);
+            let sub = match stored.get("sub_sequence") {
+                None => 0,
+                Some(sub) => sub.as_u64().ok_or_else(|| malformed("bad sub_sequence"))?,
+            };
             Some(Checkpoint::At(Position::new(sequence, sub)))
         }
         Some(_) => return Err(malformed("bad sequence")),
     };
-    let parents = stored
-        .get("parents")
-        .and_then(AttributeValue::as_l)
-        .map(|list| {
-            list.iter()
-                .filter_map(AttributeValue::as_s)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    // A parent dropped here would let a child start before it: refuse.
+    let parents = match stored.get("parents") {
+        None => Vec::new(),
+        Some(parents) => parents
+            .as_l()
+            .and_then(|list| {
+                list.iter()
+                    .map(|p| p.as_s().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| malformed("bad parents"))?,
+    };
     let text = |name: &str| {
         stored
             .get(name)

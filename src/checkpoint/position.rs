@@ -13,9 +13,13 @@ pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// Whether `s` is a well-formed sequence number.
+/// Whether `s` is a well-formed sequence number: 1 to 129 digits without a
+/// leading zero (so two positions that compare equal are equal).
 pub fn is_sequence_number(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 129 && s.bytes().all(|b| b.is_ascii_digit())
+    !s.is_empty()
+        && s.len() <= 129
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
 }
 
 /// A user record's place in a shard.
@@ -112,6 +116,8 @@ mod tests {
         assert!(!is_sequence_number(&"9".repeat(130)));
         assert!(!is_sequence_number("12a"));
         assert!(!is_sequence_number(""));
+        assert!(!is_sequence_number("010"), "a leading zero");
+        assert!(is_sequence_number("0"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::transport::retry::RetryPolicy;
 use crate::transport::signing::sign_request;
 use crate::transport::{AwsConfig, Service};
 
-/// How much of an unparseable body an error message quotes.
-const EXCERPT_CHARS: usize = 120;
+/// Service messages longer than this are cut (AWS's are a sentence).
+const MAX_SERVICE_MESSAGE_CHARS: usize = 1000;
 
 /// A signed JSON-protocol client for one service at one endpoint.
 /// Cheap to clone; clones share the connection pool.
@@ -237,7 +237,12 @@ fn decode_response_with<T>(
         return decode(body).map_err(|e| Error::MalformedResponse {
             operation,
             status,
-            detail: format!("{e}; body starts {}", excerpt(body)),
+            // serde quotes the offending value whole: bound it too.
+            detail: format!(
+                "{}; body starts {}",
+                crate::error::excerpt(&e.to_string()),
+                excerpt(body)
+            ),
         });
     }
     #[derive(serde::Deserialize)]
@@ -255,7 +260,13 @@ fn decode_response_with<T>(
             operation,
             code: ErrorCode::parse(&kind),
             status,
-            message: message.unwrap_or_default(),
+            message: message.map_or_else(String::new, |m| {
+                if m.chars().nth(MAX_SERVICE_MESSAGE_CHARS).is_some() {
+                    crate::error::excerpt(&m)
+                } else {
+                    m
+                }
+            }),
         }),
         _ => Err(Error::MalformedResponse {
             operation,
@@ -267,16 +278,7 @@ fn decode_response_with<T>(
 
 /// The start of a body, lossily decoded and on one line, for error messages.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut short: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        short.push('…');
-    }
-    format!("{short:?}")
+    crate::error::excerpt(&String::from_utf8_lossy(&body[..body.len().min(1024)]))
 }
 
 #[cfg(test)]

@@ -283,7 +283,8 @@ fn validate_endpoint(url: &str) -> Result<String> {
             Ok(trimmed.to_owned())
         }
         _ => Err(Error::Config(format!(
-            "endpoint_url {url:?} is not an http:// or https:// URL with a host"
+            "endpoint_url {} is not an http:// or https:// URL with a host",
+            crate::error::excerpt(url)
         ))),
     }
 }

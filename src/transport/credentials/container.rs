@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::document::parse_credentials_json;
-use super::fetch::{error_excerpt, header_safe, CredentialsHttp};
+use super::fetch::{header_safe, CredentialsHttp};
 use super::{
     provide_from_link, provider_error, ChainLink, Credentials, Lookup, ProvideCredentials,
 };
@@ -139,7 +139,7 @@ impl ChainLink for ContainerProvider {
             return Err(fail(format!(
                 "{url} answered HTTP {}: {}",
                 fetched.status,
-                error_excerpt(&fetched.body)
+                crate::error::excerpt(&fetched.body)
             )));
         }
         parse_credentials_json(&fetched.body)

@@ -1,7 +1,6 @@
 //! The HTTP plumbing the credential providers share: a ureq agent with the
-//! right timeouts, one request with a capped body, a small retry loop, and an
-//! excerpt helper that is only ever applied to error bodies (a successful
-//! body holds the secret).
+//! right timeouts, one request with a capped body and a small retry loop.
+//! Messages quote only error bodies (a successful body holds the secret).
 
 use std::time::Duration;
 
@@ -11,7 +10,6 @@ use crate::transport::HttpOptions;
 pub(crate) const MAX_CREDENTIALS_BODY: u64 = 1024 * 1024;
 
 /// How much of an error body a message quotes.
-const EXCERPT_CHARS: usize = 160;
 
 /// A status and a UTF-8 body.
 pub(crate) struct Fetched {
@@ -165,20 +163,6 @@ fn is_unreachable(error: &ureq::Error) -> bool {
         ),
         _ => false,
     }
-}
-
-/// The start of an *error* body on one line, for messages. Never call this
-/// on a successful credentials response.
-pub(crate) fn error_excerpt(body: &str) -> String {
-    let mut short: String = body
-        .chars()
-        .take(EXCERPT_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.chars().count() > EXCERPT_CHARS {
-        short.push('…');
-    }
-    format!("{:?}", short.trim())
 }
 
 /// Checks that a token may be sent as a header value, without ever saying

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::document::parse_credentials_json;
-use super::fetch::{error_excerpt, header_safe, CredentialsHttp, Fetched};
+use super::fetch::{header_safe, CredentialsHttp, Fetched};
 use super::{
     provide_from_link, provider_error, ChainLink, Credentials, Lookup, ProvideCredentials,
 };
@@ -134,7 +134,7 @@ impl ImdsProvider {
             status => {
                 return Err(TokenError::Failed(format!(
                     "the IMDSv2 token request to {url} failed (HTTP {status}): {}",
-                    error_excerpt(&fetched.body)
+                    crate::error::excerpt(&fetched.body)
                 )))
             }
         }
@@ -189,7 +189,7 @@ impl ImdsProvider {
             return Err(TokenError::Failed(format!(
                 "{endpoint}{CREDENTIALS_PATH} answered HTTP {}: {}",
                 roles.status,
-                error_excerpt(&roles.body)
+                crate::error::excerpt(&roles.body)
             )));
         }
         let Some(role) = roles.body.lines().map(str::trim).find(|l| !l.is_empty()) else {
@@ -212,7 +212,7 @@ impl ImdsProvider {
             return Err(TokenError::Failed(format!(
                 "{endpoint}{path} answered HTTP {}: {}",
                 fetched.status,
-                error_excerpt(&fetched.body)
+                crate::error::excerpt(&fetched.body)
             )));
         }
         parse_credentials_json(&fetched.body)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::document::parse_expiration;
-use super::fetch::{error_excerpt, CredentialsHttp};
+use super::fetch::CredentialsHttp;
 use super::{
     provide_from_link, provider_error, ChainLink, Credentials, Lookup, ProvideCredentials,
 };
@@ -266,7 +266,7 @@ fn describe_sts_error(status: u16, body: &str) -> String {
         }
         None => format!(
             "STS AssumeRoleWithWebIdentity failed (HTTP {status}); body starts {}",
-            error_excerpt(body)
+            crate::error::excerpt(body)
         ),
     }
 }
