@@ -454,3 +454,84 @@ fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
     assert!(errors > 0, "the denied shard was reported");
     drop(reader.join().unwrap());
 }
+
+#[test]
+fn a_fetcher_stuck_in_get_records_never_stalls_the_renewal_of_other_leases() {
+    let (kinesis, stream) = create_stream(3);
+    let table = unique_name("stuck-fetcher");
+    let hold = Arc::new(AtomicBool::new(false));
+    let holding = hold.clone();
+    let upstream = emulators().kinesis_url();
+    // GetRecords calls sent while `hold` is set are answered 12 s late.
+    let proxy = StubServer::start(move |request| {
+        let is_get_records = request.header("x-amz-target") == Some("Kinesis_20131202.GetRecords");
+        if is_get_records && holding.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(12));
+        }
+        forward(&upstream, request)
+    });
+    let group = || {
+        consumer_for(&stream)
+            .checkpointer(checkpointer("app", &table))
+            .discovery_interval(Duration::from_millis(200))
+    };
+    let stuck = group().aws_config(config_for(proxy.url())).build().unwrap();
+    put_payloads(&kinesis, &stream, 0..30);
+    assert_eq!(take(&stuck, 30, WAIT).len(), 30);
+    hold.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500)); // every fetcher is inside a held call
+    let newcomer = group().build().unwrap();
+
+    // shard -> (consumer, when) of every batch delivered
+    let deliveries: Mutex<Vec<(String, &str, Instant)>> = Mutex::new(Vec::new());
+    let running = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = 30;
+            while running.load(Ordering::SeqCst) {
+                put_payloads(&kinesis, &stream, next..next + 6);
+                next += 6;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for (name, consumer) in [("stuck", &stuck), ("newcomer", &newcomer)] {
+            let (deliveries, running) = (&deliveries, &running);
+            s.spawn(move || {
+                while running.load(Ordering::SeqCst) {
+                    for record in consumer.next_batch(100, Duration::from_millis(50)).unwrap() {
+                        let shard = record.shard_id.to_string();
+                        deliveries
+                            .lock()
+                            .unwrap()
+                            .push((shard, name, Instant::now()));
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(16)); // past the held calls
+        running.store(false, Ordering::SeqCst);
+    });
+    let stats = stuck.stats();
+    assert_eq!(stats.lease_losses, 0, "renewals went on: {stats:?}");
+    assert_eq!(stats.shards.len(), 2, "{stats:?}");
+    assert_eq!(newcomer.stats().shards.len(), 1);
+    // Per shard, one owner after the other, never both at once.
+    let deliveries = deliveries.into_inner().unwrap();
+    for shard in [
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    ] {
+        let mut owners: Vec<(&str, Instant)> = deliveries
+            .iter()
+            .filter(|(s, _, _)| s == shard)
+            .map(|(_, name, at)| (*name, *at))
+            .collect();
+        owners.sort_by_key(|(_, at)| *at);
+        owners.dedup_by_key(|(name, _)| *name);
+        assert!(owners.len() <= 2, "{shard} went back and forth: {owners:?}");
+        if let [first, _] = owners[..] {
+            assert_eq!(first.0, "stuck", "{shard}: {owners:?}");
+        }
+    }
+}

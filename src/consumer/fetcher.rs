@@ -15,7 +15,7 @@ use crate::checkpoint::{compare_sequence_numbers, Position};
 use crate::error::{Error, ErrorCode};
 use crate::kinesis::aggregation::deaggregate;
 use crate::kinesis::{self, IteratorPosition};
-use crate::transport::RetryPolicy;
+use crate::transport::{deadline, RetryPolicy};
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -97,13 +97,16 @@ impl<'a> Fetcher<'a> {
         self.shard.may_deliver(self.context) && !self.context.is_closing()
     }
 
+    /// Every call is bounded by the lease's safe time: records of a later
+    /// answer could not be delivered anyway, and so a fetcher stuck in a
+    /// hung call ends soon after its lease (and after close).
     fn run(mut self) {
         let context = self.context;
         let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
         while self.running() {
             let iterator = match self.iterator.take() {
                 Some(iterator) => iterator,
-                None => match self.new_iterator() {
+                None => match deadline::within(self.shard.valid_until(), || self.new_iterator()) {
                     Ok(iterator) => iterator,
                     Err(error) => {
                         self.on_error(error);
@@ -120,16 +123,19 @@ impl<'a> Fetcher<'a> {
             let skip_through = self.skip_through();
             self.sent_from_page = false;
             let mut stopped = false;
-            let response = context
-                .kinesis
-                .get_records_each(&iterator, self.limit, |record| {
-                    if self.accept(record, skip_through.as_ref()) {
-                        ControlFlow::Continue(())
-                    } else {
-                        stopped = true;
-                        ControlFlow::Break(())
-                    }
-                });
+            let shard = self.shard;
+            let response = deadline::within(shard.valid_until(), || {
+                context
+                    .kinesis
+                    .get_records_each(&iterator, self.limit, |record| {
+                        if self.accept(record, skip_through.as_ref()) {
+                            ControlFlow::Continue(())
+                        } else {
+                            stopped = true;
+                            ControlFlow::Break(())
+                        }
+                    })
+            });
             if stopped {
                 return;
             }
