@@ -90,7 +90,9 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
     // One shard's hung write must not starve the renewals of the others.
     let budget = settings.heartbeat_frequency;
     let state = shard.state();
-    if !matches!(state, TenureState::Active | TenureState::HandingOver) {
+    // Others judge the lease dead after session_timeout without a change;
+    // stop before they can take it.
+    if !shard.is_live() || shard.end_if_lapsed(context) {
         return;
     }
     let (
@@ -119,12 +121,6 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
             progress.retry_at,
         )
     };
-    // Others judge the lease dead after session_timeout without a change;
-    // stop before they can take it.
-    if Instant::now() >= shard.valid_until() {
-        shard.mark_lost(context, "it was not renewed in time");
-        return;
-    }
     if retry_at.is_some_and(|at| Instant::now() < at) {
         return; // backing off after a failed write
     }
@@ -237,10 +233,7 @@ fn release(
 /// At close: the processed position (automatic mode) and the lease go back
 /// to the table, so another consumer resumes right after it.
 fn release_at_close(context: &Context, shard: &OwnedShard) {
-    if !matches!(
-        shard.state(),
-        TenureState::Active | TenureState::HandingOver
-    ) {
+    if !shard.is_live() {
         return;
     }
     let auto = context.settings.auto_checkpoint;

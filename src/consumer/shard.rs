@@ -142,14 +142,17 @@ impl OwnedShard {
     /// active and its lease certainly still ours. A lease past its safe
     /// time ends the tenure here and now, whichever thread notices.
     pub fn may_deliver(&self, context: &Context) -> bool {
-        if !self.is_active() {
-            return false;
-        }
-        if Instant::now() >= self.valid_until() {
+        self.is_active() && !self.end_if_lapsed(context)
+    }
+
+    /// Ends the tenure if its lease is past its safe time (others may take
+    /// it now); true if so.
+    pub fn end_if_lapsed(&self, context: &Context) -> bool {
+        let lapsed = Instant::now() >= self.valid_until();
+        if lapsed {
             self.mark_lost(context, "it was not renewed in time");
-            return false;
         }
-        true
+        lapsed
     }
 
     /// Whether this tenure still holds its lease (delivering or handing over).
@@ -209,12 +212,7 @@ impl OwnedShard {
                 self.shard_id
             )));
         };
-        if !self.is_live() {
-            return Err(self.lost_error());
-        }
-        if Instant::now() >= self.valid_until() {
-            drop(lease);
-            self.mark_lost(context, "it was not renewed in time");
+        if !self.is_live() || self.end_if_lapsed(context) {
             return Err(self.lost_error());
         }
         let sent = Instant::now();

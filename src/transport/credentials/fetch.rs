@@ -9,8 +9,6 @@ use crate::transport::HttpOptions;
 /// Credential documents are a few kilobytes; anything much larger is not one.
 pub(crate) const MAX_CREDENTIALS_BODY: u64 = 1024 * 1024;
 
-/// How much of an error body a message quotes.
-
 /// A status and a UTF-8 body.
 pub(crate) struct Fetched {
     pub(crate) status: u16,
