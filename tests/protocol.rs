@@ -535,3 +535,49 @@ fn a_fetcher_stuck_in_get_records_never_stalls_the_renewal_of_other_leases() {
         }
     }
 }
+
+#[test]
+fn a_latest_iterator_that_expires_before_anything_was_sent_resumes_at_the_pin() {
+    let emulators = kcheck_emulators::Emulators::start_with(kcheck_emulators::Options {
+        iterator_ttl_seconds: 1,
+        ..kcheck_emulators::Options::default()
+    });
+    let kinesis =
+        kcheck::kinesis::KinesisClient::new(&config_for(&emulators.kinesis_url())).unwrap();
+    let stream = kcheck::kinesis::StreamRef::from("latest-expiring");
+    kinesis.create_stream(stream.name(), 1).unwrap();
+    kinesis
+        .wait_for_stream_active(&stream, Duration::from_secs(10))
+        .unwrap();
+    // GetRecords is throttled until `open`: the fetcher backs off holding
+    // the iterator LATEST gave it, which expires meanwhile.
+    let open = Arc::new(AtomicBool::new(false));
+    let (opened, upstream) = (open.clone(), emulators.kinesis_url());
+    let proxy = StubServer::start(move |request| {
+        let target = request.header("x-amz-target").unwrap_or("");
+        if target.ends_with(".GetRecords") && !opened.load(Ordering::SeqCst) {
+            return StubResponse::json(
+                400,
+                r#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#,
+            );
+        }
+        forward(&upstream, request)
+    });
+    let consumer = consumer_for(&stream)
+        .aws_config(config_for(proxy.url()))
+        .initial_position(InitialPosition::Latest)
+        .build()
+        .unwrap();
+    let throttled = wait_until(WAIT, || {
+        consumer
+            .stats()
+            .shards
+            .first()
+            .is_some_and(|s| s.throttles > 0)
+    });
+    assert!(throttled, "{:?}", consumer.stats());
+    let expected = put_payloads(&kinesis, &stream, 0..10);
+    std::thread::sleep(Duration::from_millis(1500)); // the iterator expires
+    open.store(true, Ordering::SeqCst);
+    assert_eq!(payloads(&take(&consumer, 10, WAIT)), expected);
+}

@@ -193,7 +193,13 @@ impl JsonClient {
         let status = response.status().as_u16();
         let limit = inner.max_response_bytes;
         let expected = response.body().content_length().unwrap_or(0).min(limit);
-        let reader = response.body_mut().with_config().limit(limit).reader();
+        // ureq refuses the read that would see the end once `limit` bytes
+        // are in: one byte more lets a body of exactly `limit` through.
+        let reader = response
+            .body_mut()
+            .with_config()
+            .limit(limit.saturating_add(1))
+            .reader();
         read_body(reader, expected as usize, |bytes| handle(status, bytes)).map_err(|e| {
             match ureq::Error::from(e) {
                 ureq::Error::BodyExceedsLimit(_) => Error::ResponseTooLarge { operation, limit },

@@ -5,10 +5,24 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Environment variables (and the home directory) as kcheck sees them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Environment {
     /// `None` reads the real process environment at each lookup.
     vars: Option<HashMap<String, String>>,
+}
+
+/// Names only: values include secret keys and session tokens.
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.vars {
+            None => f.write_str("Environment(process)"),
+            Some(vars) => {
+                let mut names: Vec<&str> = vars.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                f.debug_tuple("Environment").field(&names).finish()
+            }
+        }
+    }
 }
 
 impl Environment {
