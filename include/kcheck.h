@@ -94,6 +94,13 @@ enum kcheck_status
    * The handle is unusable after an earlier panic; free it.
    */
   KCHECK_STATUS_POISONED = 14,
+  /**
+   * The handle was created in another process: this process is a fork
+   * of it. The handle's threads, connections and leases belong to the
+   * parent; create a new one here. `_free` of such a handle leaves it
+   * alone.
+   */
+  KCHECK_STATUS_FORKED = 15,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -165,7 +172,9 @@ typedef uint32_t kcheck_log_level;
 typedef struct kcheck_batch kcheck_batch;
 
 /**
- * A lease and checkpoint store, shared by the consumers given it.
+ * A lease and checkpoint store, shared by the consumers given it. Its
+ * HTTP connections and credentials belong to the process that built it:
+ * a forked child gets `KCHECK_STATUS_FORKED` from the copy.
  */
 typedef struct kcheck_checkpointer kcheck_checkpointer;
 
@@ -175,7 +184,10 @@ typedef struct kcheck_checkpointer kcheck_checkpointer;
 typedef struct kcheck_checkpointer_builder kcheck_checkpointer_builder;
 
 /**
- * A running consumer.
+ * A running consumer. Shared by the caller and every call in flight (an
+ * `Arc` behind the pointer): freeing it while another thread's call is
+ * still running, such as `kcheck_consumer_close`, drops only the
+ * caller's reference.
  */
 typedef struct kcheck_consumer kcheck_consumer;
 
@@ -276,7 +288,7 @@ const char *kcheck_last_error_message(void);
 void kcheck_string_free(char *text);
 
 /**
- * Starts a DynamoDB checkpointer for consumer group `name` (seed 000's
+ * Starts a DynamoDB checkpointer for consumer group `name` (async-kinesis's
  * DynamoDBCheckPointer). Defaults: table `kinesis-checkpoints-{name}`,
  * session timeout 60 s, heartbeat every 15 s, automatic checkpoints,
  * table created when missing, region from the environment, TTL 24 h.
@@ -290,7 +302,7 @@ kcheck_status kcheck_checkpointer_builder_new_dynamodb(const char *name,
                                                        kcheck_checkpointer_builder **out);
 
 /**
- * Starts an in-process checkpointer (seed 000's MemoryCheckPointer):
+ * Starts an in-process checkpointer (async-kinesis's MemoryCheckPointer):
  * consumers given the same one share its leases.
  *
  * # Safety
@@ -422,7 +434,8 @@ void kcheck_checkpointer_builder_free(kcheck_checkpointer_builder *builder);
 /**
  * Frees a checkpointer. Consumers built with it keep their own reference,
  * so it may be freed right after `kcheck_consumer_builder_set_checkpointer`.
- * NULL does nothing.
+ * NULL does nothing; in a process forked from the one that built it, the
+ * copy is left alone.
  *
  * # Safety
  * `checkpointer` is NULL or a live checkpointer, not used afterwards.
@@ -448,7 +461,8 @@ kcheck_status kcheck_consumer_builder_new(const char *stream_name, kcheck_consum
  * The lease and checkpoint store. The consumer keeps its own reference:
  * the caller still frees `checkpointer`. Give the same checkpointer to
  * several consumers to share its leases (a memory checkpointer in one
- * process, or a DynamoDB one).
+ * process, or a DynamoDB one). A checkpointer inherited across fork is
+ * refused with `KCHECK_STATUS_FORKED`: its connections are the parent's.
  *
  * # Safety
  * `builder` is NULL or a live builder; `checkpointer` is NULL or live.
@@ -616,7 +630,11 @@ void kcheck_consumer_builder_free(kcheck_consumer_builder *builder);
  *
  * Thread safety: one thread may wait here while others call checkpoint,
  * stats or close; `kcheck_consumer_close` from another thread wakes it
- * with `KCHECK_STATUS_CLOSED`. Concurrent next calls take turns.
+ * with `KCHECK_STATUS_CLOSED`. Concurrent next calls take turns, and each
+ * record goes to one of them. `KCHECK_STATUS_CLOSED` comes as soon as
+ * closing starts, possibly before `kcheck_consumer_close` has returned in
+ * the other thread; freeing the consumer then is safe (the close in
+ * flight keeps it alive until it returns).
  */
 kcheck_status kcheck_consumer_next(const kcheck_consumer *consumer,
                                    uint64_t timeout_ms,
@@ -653,8 +671,9 @@ kcheck_status kcheck_consumer_checkpoint(const kcheck_consumer *consumer);
 
 /**
  * Checkpoints up to and including `record`, which this consumer returned
- * (alone or in a batch). `KCHECK_STATUS_LEASE_LOST` when its shard's lease
- * was lost since.
+ * (alone or in a batch; a record of another consumer is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`). `KCHECK_STATUS_LEASE_LOST` when its
+ * shard's lease was lost since.
  *
  * # Safety
  * `consumer` is NULL or a live consumer; `record` is NULL or a live record.
@@ -696,18 +715,24 @@ const char *kcheck_consumer_owner_id(const kcheck_consumer *consumer);
  * `consumer` is NULL or a live consumer.
  *
  * Thread safety: any thread; wakes a thread waiting in next, which returns
- * `KCHECK_STATUS_CLOSED`.
+ * `KCHECK_STATUS_CLOSED` and may free the consumer while this close still
+ * runs. In a process forked from the one that built the consumer:
+ * `KCHECK_STATUS_FORKED`, and nothing is written.
  */
 kcheck_status kcheck_consumer_close(const kcheck_consumer *consumer);
 
 /**
  * Closes the consumer (see `kcheck_consumer_close`) and frees it. NULL does
- * nothing.
+ * nothing. In a process forked from the one that built the consumer, does
+ * nothing: the copy's threads, connections and leases are the parent's,
+ * so it is left as it is (its memory is not reclaimed in the child).
  *
  * # Safety
  * `consumer` is NULL or a live consumer, not used afterwards.
  *
- * Thread safety: no other call may use the consumer at the same time.
+ * Thread safety: calls that other threads started before keep the
+ * consumer alive until they return (a close in flight finishes, a wait in
+ * next returns `KCHECK_STATUS_CLOSED`); no call may start after free.
  */
 void kcheck_consumer_free(kcheck_consumer *consumer);
 

@@ -3,9 +3,10 @@
 //! `libkcheck.so` this cargo run built (through its SONAME,
 //! `libkcheck.so.1`), and run against this binary's emulators: the API
 //! contract offline, two `consume` processes sharing a consumer group and a
-//! third resuming from their checkpoints, close waking a blocked next, and
-//! the same programs once more under AddressSanitizer, LeakSanitizer and
-//! UndefinedBehaviorSanitizer.
+//! third resuming from their checkpoints, close waking a blocked next, a
+//! consumer freed by its reader while another thread closes it, a host that
+//! forks while holding leases, and the same programs once more under
+//! AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer.
 
 mod support;
 
@@ -435,6 +436,56 @@ fn close_from_main_thread_wakes_a_thread_blocked_in_next() {
     );
     finished.assert_success();
     eprintln!("{}", finished.stderr.trim_end());
+}
+
+/// The README's loop in a worker thread frees the consumer on CLOSED while
+/// the main thread's close is still running: under AddressSanitizer, round
+/// after round, the close in flight keeps the consumer alive.
+#[test]
+fn a_reader_may_free_the_consumer_while_another_thread_closes_it() {
+    let (_kinesis, stream) = create_stream(1);
+    let finished = run(
+        &program("close_then_free.c", Flavour::Sanitized),
+        &[&emulators().kinesis_url(), stream.as_str(), "100"],
+        Flavour::Sanitized,
+        Duration::from_secs(120),
+    );
+    finished.assert_success();
+    finished.assert_no_sanitizer_report();
+    eprintln!("{} in {:?}", finished.stderr.trim_end(), finished.took);
+}
+
+/// A C host forks while its consumer holds leases: the child that only
+/// frees its copies and the child that uses them (FORKED) leave the
+/// parent's leases, reads and checkpoints alone; plain and sanitized.
+#[test]
+fn a_forked_child_leaves_the_parents_consumer_alone() {
+    let urls = urls();
+    for flavour in [Flavour::Plain, Flavour::Sanitized] {
+        let (kinesis, stream) = create_stream(2);
+        put_payloads(&kinesis, &stream, 0..200);
+        let table = unique_name("c-fork");
+        let finished = run(
+            &program("fork_child.c", flavour),
+            &[&urls.0, &urls.1, stream.as_str(), GROUP, &table],
+            flavour,
+            Duration::from_secs(90),
+        );
+        finished.assert_success();
+        if flavour == Flavour::Sanitized {
+            finished.assert_no_sanitizer_report();
+        }
+        assert!(
+            !finished.stderr.contains("panicked"),
+            "{flavour:?}: a process panicked; stderr:\n{}",
+            finished.stderr
+        );
+        eprintln!(
+            "{flavour:?}: {} in {:?}",
+            finished.stderr.trim_end(),
+            finished.took
+        );
+    }
 }
 
 /// How the two `consume` processes of a group start.

@@ -518,6 +518,61 @@ fn close_from_another_thread_wakes_a_blocked_next() {
     unsafe { kcheck_consumer_free(consumer as *mut _) };
 }
 
+/// `_free` while another thread waits in next: the free closes (waking the
+/// waiter with CLOSED) and the waiting call keeps the consumer alive.
+#[test]
+fn free_while_another_thread_waits_in_next_wakes_it() {
+    let (_kinesis, stream) = create_stream(1);
+    let consumer = ffi_consumer(stream.name(), ptr::null(), None) as usize;
+    let waiter = std::thread::spawn(move || {
+        let mut batch: *mut kcheck_batch = sentinel();
+        let status =
+            unsafe { kcheck_consumer_next_batch(consumer as *const _, 10, 60_000, &mut batch) };
+        (status, batch as usize)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let freeing = Instant::now();
+    unsafe { kcheck_consumer_free(consumer as *mut _) };
+    let (status, batch) = waiter.join().unwrap();
+    assert_eq!(status, kcheck_status::Closed);
+    assert_eq!(batch, SENTINEL);
+    assert!(freeing.elapsed() < Duration::from_secs(10));
+}
+
+/// A record of another consumer (the same shard id, another tenure) is not
+/// this consumer's to checkpoint: INVALID_ARGUMENT, not LEASE_LOST.
+#[test]
+fn checkpointing_another_consumers_record_is_an_invalid_argument() {
+    let (kinesis, stream) = create_stream(1);
+    put_payloads(&kinesis, &stream, 0..3);
+    let first = ffi_consumer(stream.name(), ptr::null(), None);
+    let second = ffi_consumer(stream.name(), ptr::null(), None);
+    let theirs = read_batches(first, 1, Duration::from_secs(20));
+    let ours = read_batches(second, 1, Duration::from_secs(20));
+    assert!(!theirs.is_empty() && !ours.is_empty());
+    let record = unsafe { kcheck_batch_get(theirs[0], 0) };
+    let status = unsafe { kcheck_consumer_checkpoint_record(second, record) };
+    assert_eq!(status, kcheck_status::InvalidArgument);
+    assert!(
+        last_error().contains("was not returned by this consumer"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        unsafe { kcheck_consumer_checkpoint_record(first, record) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    for batch in theirs.into_iter().chain(ours) {
+        unsafe { kcheck_batch_free(batch) };
+    }
+    unsafe {
+        kcheck_consumer_free(first);
+        kcheck_consumer_free(second);
+    }
+}
+
 #[test]
 fn idle_timeout_ends_iteration_with_its_own_status() {
     let (_kinesis, stream) = create_stream(1);

@@ -64,21 +64,42 @@ fn read_for(consumer: &Consumer, timeout: Duration) -> Vec<Record> {
 
 #[test]
 fn a_lease_item_deleted_by_hand_ends_the_live_tenure_before_the_shard_is_taken_again() {
-    let (kinesis, stream) = create_stream(1);
+    let (kinesis, stream) = create_stream(3);
     let table = unique_name("deleted-item");
-    let consumer = consumer_for(&stream)
-        .checkpointer(checkpointer("app", &table))
-        .build()
-        .unwrap();
-    put_payloads(&kinesis, &stream, 0..20);
-    assert_eq!(take(&consumer, 20, WAIT).len(), 20);
-    consumer.checkpoint().unwrap();
-
+    // Discovery far more often than heartbeats: the consumer sees the
+    // re-created free lease (and, being under its share, takes it) long
+    // before its next renewal could tell it the old lease is gone.
+    let group = || {
+        consumer_for(&stream)
+            .discovery_interval(Duration::from_millis(100))
+            .checkpointer(
+                dynamodb_checkpointer("app", &table)
+                    .session_timeout(Duration::from_secs(8))
+                    .heartbeat_frequency(Duration::from_secs(3))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (group(), group());
+    let split = wait_until(WAIT, || {
+        let mut counts = [a.stats().shards.len(), b.stats().shards.len()];
+        counts.sort_unstable();
+        counts == [1, 2]
+    });
+    assert!(split, "{:?} {:?}", a.stats(), b.stats());
+    let (single, other) = if a.stats().shards.len() == 1 {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let shard = single.stats().shards[0].shard_id.clone();
     let key = LeaseScope {
         group: "app".into(),
         stream: stream.name().to_owned(),
     }
-    .key("shardId-000000000000");
+    .key(&shard);
     let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
     client
         .delete_item(&DeleteItemRequest::new(
@@ -86,22 +107,27 @@ fn a_lease_item_deleted_by_hand_ends_the_live_tenure_before_the_shard_is_taken_a
             item([("shard_id", AttributeValue::s(key))]),
         ))
         .unwrap();
-    // Discovery re-creates the item free and this consumer takes it again.
-    assert!(
-        wait_until(WAIT, || {
-            let _ = consumer.next_timeout(Duration::from_millis(10));
-            consumer.stats().lease_gains >= 2
-        }),
-        "{:?}",
-        consumer.stats()
+    // Discovery re-creates the item free and the same consumer, under its
+    // share, takes it again.
+    let taken_again = wait_until(WAIT, || {
+        let stats = single.stats();
+        stats.lease_losses >= 1 && stats.shards.len() == 1
+    });
+    assert!(taken_again, "{:?}", single.stats());
+    assert_eq!(
+        single.stats().lease_losses,
+        1,
+        "the old tenure ended: {:?}",
+        single.stats()
     );
-    let stats = consumer.stats();
-    assert_eq!(stats.lease_losses, 1, "the old tenure ended: {stats:?}");
-
-    let expected = put_payloads(&kinesis, &stream, 20..80);
-    let got = counts(&read_for(&consumer, Duration::from_secs(4)));
-    // The new tenure starts over (the checkpoint went with the item); the
-    // records written afterwards come exactly once, never from two tenures.
+    let expected = put_payloads(&kinesis, &stream, 0..300);
+    let received = drain(&[single, other], 300, WAIT);
+    std::thread::sleep(Duration::from_secs(1)); // a second tenure would deliver again meanwhile
+    let mut records: Vec<Record> = received.into_iter().flatten().map(|(_, r)| r).collect();
+    records.extend(read_for(single, Duration::from_millis(500)));
+    records.extend(read_for(other, Duration::from_millis(500)));
+    let got = counts(&records);
+    // Every record once: never from two tenures of one shard.
     for payload in &expected {
         assert_eq!(got.get(payload), Some(&1), "{payload}: {got:?}");
     }
@@ -421,7 +447,7 @@ fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
         }
         response
     });
-    // Shard 0 alone gets many records: they keep the small queue full.
+    // Shard 0 alone gets many records: they keep the queue full.
     let entries: Vec<_> = (0..20_000)
         .map(|i| kcheck::kinesis::PutRecordsEntry {
             explicit_hash_key: Some("0".into()),
@@ -429,9 +455,11 @@ fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
         })
         .collect();
     kinesis.put_records_all(&stream, &entries).unwrap();
+    // A queue of one record: whenever the caller meets the error behind a
+    // record, the other fetcher has refilled the queue already.
     let consumer = consumer_for(&stream)
         .aws_config(config_for(proxy.url()))
-        .max_queue_size(8)
+        .max_queue_size(1)
         .build()
         .unwrap();
     let (done, finished) = crossbeam_channel::bounded::<(usize, usize)>(1);

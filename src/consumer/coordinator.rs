@@ -21,27 +21,49 @@ use crate::transport::deadline;
 /// session_timeout is dead, whatever the wall clocks say.
 #[derive(Default)]
 pub(crate) struct Observations {
-    seen: HashMap<String, (u64, Instant)>,
+    seen: HashMap<String, Seen>,
+}
+
+struct Seen {
+    counter: u64,
+    since: Instant,
+    /// The counter went down: the item was deleted and created again while
+    /// its last owner may still be delivering.
+    recreated: bool,
 }
 
 impl Observations {
     fn observe(&mut self, lease: &Lease, now: Instant) {
-        let entry = self
-            .seen
-            .entry(lease.shard_id.clone())
-            .or_insert((lease.counter, now));
-        if entry.0 != lease.counter {
-            *entry = (lease.counter, now);
+        let seen = self.seen.entry(lease.shard_id.clone()).or_insert(Seen {
+            counter: lease.counter,
+            since: now,
+            recreated: false,
+        });
+        if seen.counter != lease.counter {
+            seen.recreated = lease.counter < seen.counter;
+            seen.counter = lease.counter;
+            seen.since = now;
         }
     }
 
     fn is_expired(&self, lease: &Lease, context: &Context) -> bool {
         match self.seen.get(&lease.shard_id) {
-            Some((counter, since)) => {
-                *counter == lease.counter && since.elapsed() >= context.settings.session_timeout
+            Some(seen) => {
+                seen.counter == lease.counter
+                    && seen.since.elapsed() >= context.settings.session_timeout
             }
             None => false,
         }
+    }
+
+    /// Whether a free lease may be taken now: not while its item was just
+    /// created again after this consumer saw it held (by hand, a restore):
+    /// its last owner learns of that only at its next write, so it is given
+    /// session_timeout, as an expiring lease would be.
+    fn may_take_free(&self, lease: &Lease, context: &Context) -> bool {
+        self.seen.get(&lease.shard_id).is_none_or(|seen| {
+            !seen.recreated || seen.since.elapsed() >= context.settings.session_timeout
+        })
     }
 }
 
@@ -168,7 +190,10 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
     }
 
     // Free leases first, then dead ones.
-    let mut candidates: Vec<&&Lease> = ready.iter().filter(|l| l.owner.is_none()).collect();
+    let mut candidates: Vec<&&Lease> = ready
+        .iter()
+        .filter(|l| l.owner.is_none() && observations.may_take_free(l, context))
+        .collect();
     candidates.extend(ready.iter().filter(|l| {
         l.owner.is_some() && !l.is_owned_by(me) && observations.is_expired(l, context)
     }));

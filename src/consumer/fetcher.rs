@@ -290,7 +290,7 @@ impl<'a> Fetcher<'a> {
     /// Appends the user records of one Kinesis record (one, or the
     /// contents of a KPL aggregate) to the chunk.
     fn split_into(&mut self, record: kinesis::Record) {
-        let tenure_id = self.shard.id;
+        let (tenure_id, consumer_id) = (self.shard.id, self.context.id);
         let shard_id = &self.chunk_shard_id;
         match deaggregate(&record.data) {
             Some(users) => self.chunk.extend(users.into_iter().map(|user| Record {
@@ -302,6 +302,7 @@ impl<'a> Fetcher<'a> {
                 approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                 explicit_hash_key: user.explicit_hash_key,
                 tenure_id,
+                consumer_id,
             })),
             None => self.chunk.push(Record {
                 data: record.data,
@@ -312,6 +313,7 @@ impl<'a> Fetcher<'a> {
                 approximate_arrival_timestamp: record.approximate_arrival_timestamp,
                 explicit_hash_key: record.explicit_hash_key,
                 tenure_id,
+                consumer_id,
             }),
         }
     }

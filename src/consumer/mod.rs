@@ -86,6 +86,11 @@ pub(crate) struct ConsumerCounters {
 
 /// State shared by the consumer's threads.
 pub(crate) struct Context {
+    /// Unique among the consumers of this process; records carry it.
+    pub id: u64,
+    /// The process that built the consumer: a forked child's copy must
+    /// neither join threads it does not have nor write in the parent's name.
+    created_in: u32,
     pub owner: String,
     pub stream: StreamRef,
     pub scope: LeaseScope,
@@ -391,7 +396,10 @@ impl ConsumerBuilder {
         let (sender, receiver) =
             crossbeam_channel::bounded((options.max_queue_size / chunk_size).max(1));
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded(0);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let context = Arc::new(Context {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            created_in: std::process::id(),
             owner: new_owner_id(),
             scope: LeaseScope {
                 group: checkpointer.group().to_owned(),
@@ -554,6 +562,7 @@ impl Consumer {
     /// takes what is already buffered. Acknowledges every record returned
     /// by the previous call (automatic mode).
     pub fn next_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Record>> {
+        self.check_process()?;
         let max = max.max(1);
         // Held for the whole call: concurrent callers take turns, and the
         // caller state stays free for checkpoint() and stats().
@@ -658,6 +667,18 @@ impl Consumer {
         records
     }
 
+    /// Refuses a forked child's copy of the consumer: its records, leases
+    /// and connections are the parent's.
+    fn check_process(&self) -> Result<()> {
+        if std::process::id() == self.context.created_in {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "this consumer was created in process {}; create a new consumer after fork",
+            self.context.created_in
+        )))
+    }
+
     /// Whether the consumer is closed (or closing): no record will come.
     pub fn is_closed(&self) -> bool {
         self.context.is_closing()
@@ -724,6 +745,7 @@ impl Consumer {
     /// returned so far is processed. Reports shards whose lease was lost
     /// with [`Error::LeaseLost`] after writing the others.
     pub fn checkpoint(&self) -> Result<()> {
+        self.check_process()?;
         let tenures: Vec<Arc<OwnedShard>> = {
             let mut caller = self.caller.lock();
             self.acknowledge(&mut caller);
@@ -743,6 +765,17 @@ impl Consumer {
 
     /// Checkpoints up to and including `record`.
     pub fn checkpoint_record(&self, record: &Record) -> Result<()> {
+        self.check_process()?;
+        let not_ours = || {
+            Error::InvalidArgument(format!(
+                "record {} of shard {} was not returned by this consumer",
+                record.position(),
+                record.shard_id
+            ))
+        };
+        if record.consumer_id != self.context.id {
+            return Err(not_ours());
+        }
         let tenure = self
             .caller
             .lock()
@@ -750,11 +783,7 @@ impl Consumer {
             .get(&record.shard_id)
             .cloned();
         let Some(tenure) = tenure else {
-            return Err(Error::InvalidArgument(format!(
-                "record {} of shard {} was not returned by this consumer",
-                record.position(),
-                record.shard_id
-            )));
+            return Err(not_ours());
         };
         if tenure.id != record.tenure_id {
             // The shard was lost (or handed over) since; a later tenure
@@ -765,11 +794,7 @@ impl Consumer {
         }
         let delivered = tenure.progress.lock().delivered.clone();
         if delivered.as_ref().is_none_or(|d| record.position() > *d) {
-            return Err(Error::InvalidArgument(format!(
-                "record {} of shard {} was not returned by this consumer",
-                record.position(),
-                record.shard_id
-            )));
+            return Err(not_ours());
         }
         self.write_checkpoint(&tenure, record.position())
     }
@@ -813,9 +838,18 @@ impl Consumer {
     /// hang: a thread still inside a call then is left to end by itself
     /// (it delivers nothing more).
     pub fn close(&self) -> Result<()> {
-        let Some(threads) = self.threads.lock().take() else {
+        // Held for the whole close: a concurrent close returns only once the
+        // leases are released.
+        let mut running = self.threads.lock();
+        let Some(threads) = running.take() else {
             return Ok(());
         };
+        if let Err(error) = self.check_process() {
+            // A forked child's copy: the threads are the parent's, and so
+            // are the leases. Leave both alone.
+            std::mem::forget(threads);
+            return Err(error);
+        }
         log::info!("consumer {} closing", self.context.owner);
         let deadline = Instant::now() + self.context.settings.session_timeout;
         self.context.closing.store(true, Ordering::Release);

@@ -28,6 +28,9 @@ pub struct Record {
     /// a lost lease is recognised. (An id, not a handle: records cross
     /// threads by the million and shared counters would bounce.)
     pub(crate) tenure_id: u64,
+    /// The consumer that fetched it (unique in the process), so a record of
+    /// another consumer is refused as such.
+    pub(crate) consumer_id: u64,
 }
 
 impl Record {

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::status::kcheck_status;
@@ -49,9 +50,35 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// The most of a message kept from its start and from its end: a message
+/// quoting a huge input (a 1 MB stream name) keeps its explanation
+/// without echoing the input whole.
+const MESSAGE_HEAD: usize = 1024;
+const MESSAGE_TAIL: usize = 256;
+
+fn bounded(message: &str) -> String {
+    if message.len() <= MESSAGE_HEAD + MESSAGE_TAIL {
+        return message.to_owned();
+    }
+    let mut head = MESSAGE_HEAD;
+    while !message.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = message.len() - MESSAGE_TAIL;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} [... {} bytes omitted ...] {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
+}
+
 fn remember(message: &str) {
     // Server text can hold NUL bytes; a C string cannot.
-    let text = CString::new(message.replace('\0', "")).unwrap_or_default();
+    let text = CString::new(bounded(message).replace('\0', "")).unwrap_or_default();
     let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
 }
 
@@ -93,15 +120,40 @@ pub(crate) fn boundary_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     })
 }
 
-/// A handle that a panic leaves unusable.
+/// What every handle carries: whether a panic left it unusable, and the
+/// process that created it. A forked child inherits a copy of the handle
+/// but not the threads, connections and locks behind it.
+pub(crate) struct HandleState {
+    poisoned: AtomicBool,
+    process: u32,
+}
+
+impl HandleState {
+    pub fn new() -> HandleState {
+        HandleState::created_in(std::process::id())
+    }
+
+    pub fn created_in(process: u32) -> HandleState {
+        HandleState {
+            poisoned: AtomicBool::new(false),
+            process,
+        }
+    }
+
+    fn inherited(&self) -> bool {
+        self.process != std::process::id()
+    }
+}
+
+/// A handle that a panic leaves unusable and a fork leaves to its parent.
 pub(crate) trait Handle {
     /// The handle's name in messages, e.g. "consumer".
     const NAME: &'static str;
-    fn poisoned(&self) -> &AtomicBool;
+    fn state(&self) -> &HandleState;
 }
 
-/// Runs `body` on a live handle: NULL and poisoned handles are refused, and
-/// a panic inside `body` poisons the handle.
+/// Runs `body` on a live handle: NULL, poisoned and inherited handles are
+/// refused, and a panic inside `body` poisons the handle.
 ///
 /// # Safety
 /// `handle` is NULL or points to a live handle of type `H`.
@@ -109,27 +161,66 @@ pub(crate) unsafe fn with_handle<H: Handle>(
     handle: *const H,
     body: impl FnOnce(&H) -> Outcome,
 ) -> kcheck_status {
+    boundary(|| poisoning_on_panic(unsafe { live(handle) }?, body))
+}
+
+/// `with_handle` for a handle made by `into_shared_handle`: the call holds
+/// its own reference, so a `_free` in another thread while the call runs
+/// drops only the caller's reference and the handle outlives the call.
+///
+/// # Safety
+/// `handle` is NULL or a live handle made by `into_shared_handle`.
+pub(crate) unsafe fn with_shared_handle<H: Handle>(
+    handle: *const H,
+    body: impl FnOnce(&H) -> Outcome,
+) -> kcheck_status {
     boundary(|| {
-        let handle = live(handle)?;
-        let poison_on_unwind = PoisonOnUnwind(handle.poisoned());
-        let outcome = body(handle);
-        std::mem::forget(poison_on_unwind);
-        outcome
+        unsafe { live(handle) }?;
+        // SAFETY: `handle` came from `Arc::into_raw` and is live.
+        let in_flight: Arc<H> = unsafe {
+            Arc::increment_strong_count(handle);
+            Arc::from_raw(handle)
+        };
+        poisoning_on_panic(&*in_flight, body)
     })
 }
 
-/// The handle behind `handle`, unless it is NULL or poisoned.
+fn poisoning_on_panic<H: Handle>(handle: &H, body: impl FnOnce(&H) -> Outcome) -> Outcome {
+    let poison_on_unwind = PoisonOnUnwind(&handle.state().poisoned);
+    let outcome = body(handle);
+    std::mem::forget(poison_on_unwind);
+    outcome
+}
+
+/// The handle behind `handle`, unless it is NULL, poisoned, or was created
+/// in another process.
 ///
 /// # Safety
 /// `handle` is NULL or points to a live handle of type `H`.
 pub(crate) unsafe fn live<'a, H: Handle>(handle: *const H) -> Result<&'a H, Failure> {
     let handle = unsafe { handle.as_ref() }.ok_or_else(|| Failure::null(H::NAME))?;
+    this_process(handle)?;
     unpoisoned(handle)?;
     Ok(handle)
 }
 
+fn this_process<H: Handle>(handle: &H) -> Result<(), Failure> {
+    let state = handle.state();
+    if state.inherited() {
+        return Err(Failure::new(
+            kcheck_status::Forked,
+            format!(
+                "this {name} was created in process {}; create a new {name} after fork",
+                state.process,
+                name = H::NAME,
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn unpoisoned<H: Handle>(handle: &H) -> Result<(), Failure> {
-    if handle.poisoned().load(Ordering::Acquire) {
+    if handle.state().poisoned.load(Ordering::Acquire) {
         return Err(Failure::new(
             kcheck_status::Poisoned,
             format!(
@@ -150,7 +241,17 @@ impl Drop for PoisonOnUnwind<'_> {
     }
 }
 
-/// Takes back ownership of a handle made by `into_handle`; NULL gives None.
+/// Whether a handle about to be freed belongs to this process. A forked
+/// child's copy is left alone (leaked): dropping it would join threads and
+/// take locks that exist only in the parent.
+///
+/// # Safety
+/// `handle` is NULL or points to a live handle of type `H`.
+unsafe fn owned_here<H: Handle>(handle: *const H) -> bool {
+    unsafe { handle.as_ref() }.is_some_and(|h| !h.state().inherited())
+}
+
+/// Takes back ownership of a record or batch; NULL gives None.
 ///
 /// # Safety
 /// `handle` is NULL or came from `into_handle` and is not used afterwards.
@@ -158,20 +259,50 @@ pub(crate) unsafe fn take_handle<H>(handle: *mut H) -> Option<Box<H>> {
     (!handle.is_null()).then(|| unsafe { Box::from_raw(handle) })
 }
 
+/// Takes back ownership of a handle made by `into_handle`; None for NULL
+/// and for a handle inherited across fork (left to the parent).
+///
+/// # Safety
+/// `handle` is NULL or came from `into_handle` and is not used afterwards.
+pub(crate) unsafe fn reclaim<H: Handle>(handle: *mut H) -> Option<Box<H>> {
+    unsafe { owned_here(handle) }.then(|| unsafe { Box::from_raw(handle) })
+}
+
+/// Takes back the caller's reference to a handle made by
+/// `into_shared_handle`; None for NULL and for an inherited handle.
+///
+/// # Safety
+/// `handle` is NULL or came from `into_shared_handle`; the caller's
+/// reference is not used afterwards.
+pub(crate) unsafe fn reclaim_shared<H: Handle>(handle: *const H) -> Option<Arc<H>> {
+    unsafe { owned_here(handle) }.then(|| unsafe { Arc::from_raw(handle) })
+}
+
 /// Takes back ownership of a handle that a call consumes (a builder):
-/// refused, and freed, when NULL or poisoned.
+/// refused, and freed, when NULL or poisoned; refused and left alone when
+/// inherited across fork.
 ///
 /// # Safety
 /// `handle` is NULL or came from `into_handle` and is not used afterwards.
 pub(crate) unsafe fn consume<H: Handle>(handle: *mut H) -> Result<Box<H>, Failure> {
-    let handle = unsafe { take_handle(handle) }.ok_or_else(|| Failure::null(H::NAME))?;
+    let borrowed = unsafe { handle.as_ref() }.ok_or_else(|| Failure::null(H::NAME))?;
+    this_process(borrowed)?;
+    // SAFETY: non-NULL, made by `into_handle`, and ours to take.
+    let handle = unsafe { Box::from_raw(handle) };
     unpoisoned(&*handle)?;
     Ok(handle)
 }
 
-/// Gives a handle to C; freed by `take_handle`.
+/// Gives a handle to C; freed by `reclaim` (or `take_handle` for records
+/// and batches).
 pub(crate) fn into_handle<H>(handle: H) -> *mut H {
     Box::into_raw(Box::new(handle))
+}
+
+/// Gives C a handle that calls in flight share with the caller; the
+/// caller's reference is dropped by `reclaim_shared`.
+pub(crate) fn into_shared_handle<H>(handle: H) -> *mut H {
+    Arc::into_raw(Arc::new(handle)).cast_mut()
 }
 
 /// An out-param, checked for NULL before any work, written only on success.

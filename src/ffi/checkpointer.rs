@@ -2,14 +2,13 @@
 //! they share have one setter each.
 
 use std::ffi::c_char;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::boundary::{
-    boundary, boundary_value, consume, flag, into_handle, millis, take_handle, text, with_handle,
-    Failure, Handle, Out,
+    boundary, boundary_value, consume, flag, into_handle, millis, reclaim, text, with_handle,
+    Failure, Handle, HandleState, Out,
 };
 use super::status::kcheck_status;
 use crate::checkpoint::{
@@ -20,7 +19,7 @@ use crate::checkpoint::{
 /// Parameters of a checkpointer being built.
 pub struct kcheck_checkpointer_builder {
     draft: Mutex<Draft>,
-    poisoned: AtomicBool,
+    state: HandleState,
 }
 
 struct Draft {
@@ -35,14 +34,24 @@ enum Kind {
 
 impl Handle for kcheck_checkpointer_builder {
     const NAME: &'static str = "checkpointer builder";
-    fn poisoned(&self) -> &AtomicBool {
-        &self.poisoned
+    fn state(&self) -> &HandleState {
+        &self.state
     }
 }
 
-/// A lease and checkpoint store, shared by the consumers given it.
+/// A lease and checkpoint store, shared by the consumers given it. Its
+/// HTTP connections and credentials belong to the process that built it:
+/// a forked child gets `KCHECK_STATUS_FORKED` from the copy.
 pub struct kcheck_checkpointer {
     pub(crate) inner: Arc<dyn Checkpointer>,
+    state: HandleState,
+}
+
+impl Handle for kcheck_checkpointer {
+    const NAME: &'static str = "checkpointer";
+    fn state(&self) -> &HandleState {
+        &self.state
+    }
 }
 
 fn new_builder(kind: Kind) -> *mut kcheck_checkpointer_builder {
@@ -51,7 +60,7 @@ fn new_builder(kind: Kind) -> *mut kcheck_checkpointer_builder {
             settings: LeaseSettings::default(),
             kind,
         }),
-        poisoned: AtomicBool::new(false),
+        state: HandleState::new(),
     })
 }
 
@@ -95,7 +104,7 @@ unsafe fn update_settings(
     }
 }
 
-/// Starts a DynamoDB checkpointer for consumer group `name` (seed 000's
+/// Starts a DynamoDB checkpointer for consumer group `name` (async-kinesis's
 /// DynamoDBCheckPointer). Defaults: table `kinesis-checkpoints-{name}`,
 /// session timeout 60 s, heartbeat every 15 s, automatic checkpoints,
 /// table created when missing, region from the environment, TTL 24 h.
@@ -118,7 +127,7 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_new_dynamodb(
     })
 }
 
-/// Starts an in-process checkpointer (seed 000's MemoryCheckPointer):
+/// Starts an in-process checkpointer (async-kinesis's MemoryCheckPointer):
 /// consumers given the same one share its leases.
 ///
 /// # Safety
@@ -310,7 +319,10 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_build(
                     .build()?,
             ),
         };
-        out.write(into_handle(kcheck_checkpointer { inner }))
+        out.write(into_handle(kcheck_checkpointer {
+            inner,
+            state: HandleState::new(),
+        }))
     })
 }
 
@@ -324,12 +336,13 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_build(
 pub unsafe extern "C" fn kcheck_checkpointer_builder_free(
     builder: *mut kcheck_checkpointer_builder,
 ) {
-    boundary_value((), || drop(unsafe { take_handle(builder) }))
+    boundary_value((), || drop(unsafe { reclaim(builder) }))
 }
 
 /// Frees a checkpointer. Consumers built with it keep their own reference,
 /// so it may be freed right after `kcheck_consumer_builder_set_checkpointer`.
-/// NULL does nothing.
+/// NULL does nothing; in a process forked from the one that built it, the
+/// copy is left alone.
 ///
 /// # Safety
 /// `checkpointer` is NULL or a live checkpointer, not used afterwards.
@@ -337,5 +350,5 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_free(
 /// Thread safety: no other call may use the checkpointer at the same time.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_checkpointer_free(checkpointer: *mut kcheck_checkpointer) {
-    boundary_value((), || drop(unsafe { take_handle(checkpointer) }))
+    boundary_value((), || drop(unsafe { reclaim(checkpointer) }))
 }

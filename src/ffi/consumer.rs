@@ -1,14 +1,14 @@
 //! The consumer and its builder for C.
 
 use std::ffi::{c_char, CString};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
 use super::boundary::{
-    boundary, boundary_value, choice, consume, into_handle, millis, owned_string, take_handle,
-    text, with_handle, Failure, Handle, Out, Outcome,
+    boundary, boundary_value, choice, consume, into_handle, into_shared_handle, live, millis,
+    owned_string, reclaim, reclaim_shared, text, with_handle, with_shared_handle, Failure, Handle,
+    HandleState, Out, Outcome,
 };
 use super::checkpointer::kcheck_checkpointer;
 use super::record::{kcheck_batch, kcheck_record};
@@ -32,27 +32,30 @@ pub enum kcheck_initial_position {
 pub struct kcheck_consumer_builder {
     /// None only after a panic inside a setter, which also poisons.
     draft: Mutex<Option<ConsumerBuilder>>,
-    poisoned: AtomicBool,
+    state: HandleState,
 }
 
 impl Handle for kcheck_consumer_builder {
     const NAME: &'static str = "consumer builder";
-    fn poisoned(&self) -> &AtomicBool {
-        &self.poisoned
+    fn state(&self) -> &HandleState {
+        &self.state
     }
 }
 
-/// A running consumer.
+/// A running consumer. Shared by the caller and every call in flight (an
+/// `Arc` behind the pointer): freeing it while another thread's call is
+/// still running, such as `kcheck_consumer_close`, drops only the
+/// caller's reference.
 pub struct kcheck_consumer {
     consumer: Consumer,
     owner_id: CString,
-    poisoned: AtomicBool,
+    state: HandleState,
 }
 
 impl Handle for kcheck_consumer {
     const NAME: &'static str = "consumer";
-    fn poisoned(&self) -> &AtomicBool {
-        &self.poisoned
+    fn state(&self) -> &HandleState {
+        &self.state
     }
 }
 
@@ -100,7 +103,7 @@ pub unsafe extern "C" fn kcheck_consumer_builder_new(
         let stream = unsafe { text(stream_name, "stream_name") }?;
         out.write(into_handle(kcheck_consumer_builder {
             draft: Mutex::new(Some(Consumer::builder(stream))),
-            poisoned: AtomicBool::new(false),
+            state: HandleState::new(),
         }))
     })
 }
@@ -108,7 +111,8 @@ pub unsafe extern "C" fn kcheck_consumer_builder_new(
 /// The lease and checkpoint store. The consumer keeps its own reference:
 /// the caller still frees `checkpointer`. Give the same checkpointer to
 /// several consumers to share its leases (a memory checkpointer in one
-/// process, or a DynamoDB one).
+/// process, or a DynamoDB one). A checkpointer inherited across fork is
+/// refused with `KCHECK_STATUS_FORKED`: its connections are the parent's.
 ///
 /// # Safety
 /// `builder` is NULL or a live builder; `checkpointer` is NULL or live.
@@ -121,9 +125,7 @@ pub unsafe extern "C" fn kcheck_consumer_builder_set_checkpointer(
 ) -> kcheck_status {
     unsafe {
         update(builder, |b| {
-            let checkpointer = checkpointer
-                .as_ref()
-                .ok_or_else(|| Failure::invalid_argument("checkpointer is NULL"))?;
+            let checkpointer = live(checkpointer)?;
             Ok(b.shared_checkpointer(checkpointer.inner.clone()))
         })
     }
@@ -315,10 +317,10 @@ pub unsafe extern "C" fn kcheck_consumer_builder_build(
         let draft = builder.draft.into_inner().expect("checked unpoisoned");
         let consumer = draft.build()?;
         let owner_id = CString::new(consumer.owner_id()).unwrap_or_default();
-        out.write(into_handle(kcheck_consumer {
+        out.write(into_shared_handle(kcheck_consumer {
             consumer,
             owner_id,
-            poisoned: AtomicBool::new(false),
+            state: HandleState::new(),
         }))
     })
 }
@@ -331,7 +333,7 @@ pub unsafe extern "C" fn kcheck_consumer_builder_build(
 /// Thread safety: no other call may use the builder at the same time.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_consumer_builder_free(builder: *mut kcheck_consumer_builder) {
-    boundary_value((), || drop(unsafe { take_handle(builder) }))
+    boundary_value((), || drop(unsafe { reclaim(builder) }))
 }
 
 /// How a wait without records ends: closed, idle, or just timed out.
@@ -371,7 +373,11 @@ fn take(consumer: &Consumer, max_records: usize, timeout_ms: u64) -> Result<Vec<
 ///
 /// Thread safety: one thread may wait here while others call checkpoint,
 /// stats or close; `kcheck_consumer_close` from another thread wakes it
-/// with `KCHECK_STATUS_CLOSED`. Concurrent next calls take turns.
+/// with `KCHECK_STATUS_CLOSED`. Concurrent next calls take turns, and each
+/// record goes to one of them. `KCHECK_STATUS_CLOSED` comes as soon as
+/// closing starts, possibly before `kcheck_consumer_close` has returned in
+/// the other thread; freeing the consumer then is safe (the close in
+/// flight keeps it alive until it returns).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_consumer_next(
     consumer: *const kcheck_consumer,
@@ -379,7 +385,7 @@ pub unsafe extern "C" fn kcheck_consumer_next(
     out: *mut *mut kcheck_record,
 ) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             let out = Out::new(out, "out")?;
             match take(&handle.consumer, 1, timeout_ms)?.pop() {
                 Some(record) => out.write(into_handle(kcheck_record { record })),
@@ -407,7 +413,7 @@ pub unsafe extern "C" fn kcheck_consumer_next_batch(
     out: *mut *mut kcheck_batch,
 ) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             let out = Out::new(out, "out")?;
             if max_records == 0 {
                 return Err(Failure::invalid_argument("max_records must be at least 1"));
@@ -434,7 +440,7 @@ pub unsafe extern "C" fn kcheck_consumer_checkpoint(
     consumer: *const kcheck_consumer,
 ) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             handle.consumer.checkpoint()?;
             Ok(kcheck_status::Ok)
         })
@@ -442,8 +448,9 @@ pub unsafe extern "C" fn kcheck_consumer_checkpoint(
 }
 
 /// Checkpoints up to and including `record`, which this consumer returned
-/// (alone or in a batch). `KCHECK_STATUS_LEASE_LOST` when its shard's lease
-/// was lost since.
+/// (alone or in a batch; a record of another consumer is
+/// `KCHECK_STATUS_INVALID_ARGUMENT`). `KCHECK_STATUS_LEASE_LOST` when its
+/// shard's lease was lost since.
 ///
 /// # Safety
 /// `consumer` is NULL or a live consumer; `record` is NULL or a live record.
@@ -455,7 +462,7 @@ pub unsafe extern "C" fn kcheck_consumer_checkpoint_record(
     record: *const kcheck_record,
 ) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             let record = record
                 .as_ref()
                 .ok_or_else(|| Failure::invalid_argument("record is NULL"))?;
@@ -479,7 +486,7 @@ pub unsafe extern "C" fn kcheck_consumer_stats_json(
     out: *mut *mut c_char,
 ) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             let out = Out::new(out, "out")?;
             let json = serde_json::to_string(&handle.consumer.stats())
                 .map_err(|e| Failure::new(kcheck_status::InternalError, e.to_string()))?;
@@ -512,11 +519,13 @@ pub unsafe extern "C" fn kcheck_consumer_owner_id(
 /// `consumer` is NULL or a live consumer.
 ///
 /// Thread safety: any thread; wakes a thread waiting in next, which returns
-/// `KCHECK_STATUS_CLOSED`.
+/// `KCHECK_STATUS_CLOSED` and may free the consumer while this close still
+/// runs. In a process forked from the one that built the consumer:
+/// `KCHECK_STATUS_FORKED`, and nothing is written.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_consumer_close(consumer: *const kcheck_consumer) -> kcheck_status {
     unsafe {
-        with_handle(consumer, |handle| {
+        with_shared_handle(consumer, |handle| {
             handle.consumer.close()?;
             Ok(kcheck_status::Ok)
         })
@@ -524,13 +533,23 @@ pub unsafe extern "C" fn kcheck_consumer_close(consumer: *const kcheck_consumer)
 }
 
 /// Closes the consumer (see `kcheck_consumer_close`) and frees it. NULL does
-/// nothing.
+/// nothing. In a process forked from the one that built the consumer, does
+/// nothing: the copy's threads, connections and leases are the parent's,
+/// so it is left as it is (its memory is not reclaimed in the child).
 ///
 /// # Safety
 /// `consumer` is NULL or a live consumer, not used afterwards.
 ///
-/// Thread safety: no other call may use the consumer at the same time.
+/// Thread safety: calls that other threads started before keep the
+/// consumer alive until they return (a close in flight finishes, a wait in
+/// next returns `KCHECK_STATUS_CLOSED`); no call may start after free.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_consumer_free(consumer: *mut kcheck_consumer) {
-    boundary_value((), || drop(unsafe { take_handle(consumer) }))
+    boundary_value((), || {
+        if let Some(callers_reference) = unsafe { reclaim_shared(consumer) } {
+            // Closed here, not by whichever call drops the last reference:
+            // a thread waiting in next wakes up now.
+            let _ = callers_reference.consumer.close();
+        }
+    })
 }

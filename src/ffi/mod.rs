@@ -8,7 +8,9 @@
 //! explains the last failure on the calling thread; a panic inside kcheck
 //! returns `KCHECK_STATUS_PANIC` and poisons the handle, never unwinding into
 //! C. Strings are NUL-terminated UTF-8; durations are milliseconds; flags are
-//! 0 or 1.
+//! 0 or 1. A handle belongs to the process that created it: in a forked
+//! child, calls with it return `KCHECK_STATUS_FORKED` and its `_free` leaves
+//! it alone.
 
 use std::ffi::c_char;
 

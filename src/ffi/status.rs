@@ -43,6 +43,11 @@ pub enum kcheck_status {
     Panic = 13,
     /// The handle is unusable after an earlier panic; free it.
     Poisoned = 14,
+    /// The handle was created in another process: this process is a fork
+    /// of it. The handle's threads, connections and leases belong to the
+    /// parent; create a new one here. `_free` of such a handle leaves it
+    /// alone.
+    Forked = 15,
 }
 
 impl kcheck_status {
@@ -91,6 +96,7 @@ fn status_name(status: u32) -> &'static CStr {
         12 => c"KCHECK_STATUS_INTERNAL_ERROR",
         13 => c"KCHECK_STATUS_PANIC",
         14 => c"KCHECK_STATUS_POISONED",
+        15 => c"KCHECK_STATUS_FORKED",
         _ => c"KCHECK_STATUS_UNKNOWN",
     }
 }
@@ -117,6 +123,7 @@ mod tests {
             kcheck_status::InternalError,
             kcheck_status::Panic,
             kcheck_status::Poisoned,
+            kcheck_status::Forked,
         ];
         for status in statuses {
             let name = status_name(status as u32).to_str().unwrap();
@@ -132,6 +139,6 @@ mod tests {
                     });
             assert_eq!(name, expected);
         }
-        assert_eq!(status_name(15).to_str().unwrap(), "KCHECK_STATUS_UNKNOWN");
+        assert_eq!(status_name(16).to_str().unwrap(), "KCHECK_STATUS_UNKNOWN");
     }
 }

@@ -91,6 +91,7 @@ static void status_names(void) {
         "KCHECK_STATUS_INTERNAL_ERROR",
         "KCHECK_STATUS_PANIC",
         "KCHECK_STATUS_POISONED",
+        "KCHECK_STATUS_FORKED",
     };
     /* The numbers are part of the ABI. */
     static const uint32_t values[] = {
@@ -109,6 +110,7 @@ static void status_names(void) {
         KCHECK_STATUS_INTERNAL_ERROR,
         KCHECK_STATUS_PANIC,
         KCHECK_STATUS_POISONED,
+        KCHECK_STATUS_FORKED,
     };
     uint32_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -120,7 +122,7 @@ static void status_names(void) {
             failures++;
         }
     }
-    CHECK(strcmp(kcheck_status_name(15), "KCHECK_STATUS_UNKNOWN") == 0);
+    CHECK(strcmp(kcheck_status_name(16), "KCHECK_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(kcheck_status_name(1000), "KCHECK_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(kcheck_status_name(UINT32_MAX), "KCHECK_STATUS_UNKNOWN") == 0);
 }

@@ -25,6 +25,7 @@ from .consumer import Consumer
 from .errors import (
     ConsumerClosedError,
     CredentialsError,
+    ForkError,
     InternalError,
     InvalidArgumentError,
     InvalidConfigError,
@@ -60,6 +61,7 @@ __all__ = [
     "PanicError",
     "PoisonedError",
     "ConsumerClosedError",
+    "ForkError",
     "TRACE",
     "refresh_log_level",
     "library_version",

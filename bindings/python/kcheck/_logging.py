@@ -20,9 +20,9 @@ after the current call returns. The callback is removed at interpreter exit.
 
 from __future__ import annotations
 
-import _thread
 import atexit
 import logging
+import os
 import threading
 from typing import Dict, Optional
 
@@ -69,8 +69,8 @@ def _on_log(user_data: Optional[int], level: int, target: Optional[bytes], messa
             logger.log(python_level, "%s", (message or b"").decode("utf-8", "replace"))
     except KeyboardInterrupt:
         # Raised here by the signal handler (main thread): ctypes would print
-        # and drop it. Deliver it again once control is back in Python.
-        _thread.interrupt_main()
+        # and drop it.
+        _native.redeliver_interrupt()
     except BaseException:  # never let anything unwind into C
         pass
 
@@ -116,5 +116,13 @@ def _uninstall() -> None:
             pass
 
 
+def _after_fork_in_child() -> None:
+    """A parent's thread may have held the lock at fork time: it would never
+    be released in the child."""
+    global _lock
+    _lock = threading.Lock()
+
+
 refresh_log_level()
 atexit.register(_uninstall)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -23,6 +23,7 @@ consumer reads their status itself.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import os
 import struct
@@ -273,6 +274,23 @@ def encode(value: str, name: str) -> bytes:
         return value.encode("utf-8")
     except UnicodeEncodeError as error:  # lone surrogates
         raise InvalidUtf8Error(f"{name} is not valid UTF-8: {error}") from None
+
+
+def redeliver_interrupt() -> None:
+    """Delivers Ctrl-C again once the running finalizer or ctypes callback
+    has returned: Python prints and drops an exception raised in either.
+    From another thread, or the interrupt would land in the same place."""
+    try:
+        _thread.start_new_thread(_thread.interrupt_main, ())
+    except RuntimeError:  # interpreter shutdown: exiting anyway
+        pass
+
+
+def quote(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: a message never
+    echoes a huge argument whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def take_string(pointer: Optional[int]) -> str:

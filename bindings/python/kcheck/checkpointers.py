@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
 from . import _logging, _native
-from .errors import InvalidConfigError, KcheckError
+from .errors import ForkError, InvalidConfigError, KcheckError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .consumer import Consumer
@@ -51,7 +52,7 @@ def check_int(value: Any, name: str, low: int, high: int) -> int:
 
 def _flag(value: Any, name: str) -> int:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise TypeError(f"{name} must be True or False, got {_native.quote(value)}")
     return 1 if value else 0
 
 
@@ -59,11 +60,15 @@ class CheckPointer:
     """Base of kcheck's checkpointers: owns one native ``kcheck_checkpointer``.
 
     Consumers given the same checkpointer share its leases and register
-    with it, so :meth:`manual_checkpoint` can checkpoint all of them.
+    with it, so :meth:`manual_checkpoint` can checkpoint all of them. A
+    checkpointer belongs to the process that created it (its HTTP
+    connections and credentials too): in a forked child, giving it to a
+    consumer or :meth:`manual_checkpoint` raises :class:`~kcheck.ForkError`.
     """
 
     def __init__(self, builder: int, session_timeout: Seconds, heartbeat_frequency: Seconds, auto_checkpoint: bool) -> None:
         """Applies the lease settings to ``builder`` (consumed) and builds the checkpointer."""
+        self._pid = os.getpid()
         self._ptr: Optional[int] = None
         self._finalizer: Optional[Callable[[], Any]] = None
         self._consumers: "weakref.WeakSet[Consumer]" = weakref.WeakSet()
@@ -95,7 +100,16 @@ class CheckPointer:
         """Whether :meth:`close` was called (consumers already built keep working)."""
         return self._ptr is None
 
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            # Its connections and credentials belong to the parent process.
+            raise ForkError(
+                f"this {type(self).__name__} was created in process {self._pid}; "
+                "create a new checkpointer after fork"
+            )
+
     def _native_handle(self) -> int:
+        self._check_process()
         if self._ptr is None:
             raise InvalidConfigError(f"this {type(self).__name__} is closed: give consumers an open checkpointer")
         return self._ptr
@@ -119,6 +133,7 @@ class CheckPointer:
         ``auto_checkpoint=False`` this is the only way progress is saved.
         Every consumer is tried; the first error is raised afterwards.
         """
+        self._check_process()
         first_error: Optional[KcheckError] = None
         for consumer in self.consumers:
             try:

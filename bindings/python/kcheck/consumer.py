@@ -6,6 +6,7 @@ import atexit
 import ctypes
 import json
 import logging
+import os
 import threading
 import weakref
 from operator import length_hint
@@ -19,6 +20,7 @@ from .errors import (
     STATUS_IDLE_TIMEOUT,
     STATUS_TIMED_OUT,
     ConsumerClosedError,
+    ForkError,
     InvalidConfigError,
     KcheckError,
 )
@@ -80,8 +82,20 @@ def _close_all_at_exit() -> None:
             pass
 
 
-# Registered after kcheck._logging's hook, so it runs before logging stops.
-atexit.register(_close_all_at_exit)
+def _disown_inherited_consumers() -> None:
+    """In a forked child: the parent's consumers, their leases and the
+    records they buffered are not this process's. Nothing closes them at
+    exit, and their copies hand out nothing (using one raises ForkError)."""
+    for consumer in list(_open_consumers):
+        consumer._drop_buffered()
+    _open_consumers.clear()
+
+
+# Before Python joins non-daemon threads at exit, so that a thread still
+# iterating sees its consumer close and ends (and before logging stops);
+# plain atexit where that hook does not exist.
+getattr(threading, "_register_atexit", atexit.register)(_close_all_at_exit)
+os.register_at_fork(after_in_child=_disown_inherited_consumers)
 
 _ITERATOR_TYPES = {
     "TRIM_HORIZON": _native.INITIAL_POSITION_TRIM_HORIZON,
@@ -111,8 +125,8 @@ def _timestamp_ms(timestamp: Union[datetime, int, float]) -> int:
 def _last_per_shard(records: List[Record], end: int, into: Dict[str, Record], shard_count: int) -> None:
     """Stores into ``into``, per shard, the last of ``records[:end]``."""
     found = set()
-    for index in range(end - 1, -1, -1):
-        record = records[index]
+    # A copy: close() may empty the list meanwhile (from a signal handler).
+    for record in reversed(records[:end]):
         shard_id = record.shard_id
         if shard_id not in found:
             found.add(shard_id)
@@ -162,11 +176,17 @@ class Consumer:
     Iteration (``for record in consumer``) ends when ``idle_timeout`` passes
     without a record or when the consumer is closed meanwhile (e.g. from
     another thread). Iterating a consumer that is already closed raises
-    :class:`~kcheck.ConsumerClosedError`, as do :meth:`checkpoint` and
-    ``next()``. Iterate from one thread at a time; :meth:`checkpoint`,
-    :meth:`stats` and :meth:`close` may be called from any thread. No wait
-    inside the library lasts longer than 0.25 s, so Ctrl-C interrupts
-    iteration promptly.
+    :class:`~kcheck.ConsumerClosedError`, as do :meth:`checkpoint`,
+    :meth:`stats` and ``next()``. Several threads may iterate one consumer:
+    each record goes to one of them; :meth:`checkpoint`, :meth:`stats` and
+    :meth:`close` may be called from any thread (and close from a signal
+    handler). No wait inside the library lasts longer than 0.25 s, so
+    Ctrl-C interrupts iteration promptly.
+
+    A consumer belongs to the process that created it: in a forked child
+    its copy hands out nothing, writes nothing and releases nothing, and
+    using it raises :class:`~kcheck.ForkError` (``close()`` just drops the
+    copy). Create a new consumer in the child.
     """
 
     def __init__(
@@ -186,6 +206,7 @@ class Consumer:
         discovery_interval: Optional[Seconds] = None,
         idle_poll_interval: Optional[Seconds] = None,
     ) -> None:
+        self._pid = os.getpid()
         self._handle = _Handle(0)
         self._closed = True
         _logging.refresh_log_level()
@@ -197,7 +218,7 @@ class Consumer:
             )
         if iterator_type not in _ITERATOR_TYPES:
             raise InvalidConfigError(
-                f"iterator_type must be one of {', '.join(_ITERATOR_TYPES)}, got {iterator_type!r}"
+                f"iterator_type must be one of {', '.join(_ITERATOR_TYPES)}, got {_native.quote(iterator_type)}"
             )
         position = _ITERATOR_TYPES[iterator_type]
         if position == _native.INITIAL_POSITION_AT_TIMESTAMP:
@@ -230,8 +251,11 @@ class Consumer:
         # position this consumer last checkpointed.
         self._last_by_shard: Dict[str, Record] = {}
         self._checkpointed: Dict[str, Tuple[str, int]] = {}
-        # Guards _last_by_shard against checkpoint() from another thread.
-        self._hand_lock = threading.Lock()
+        # Guards _last_by_shard against checkpoint() from another thread
+        # (reentrant: close() may run in a signal handler on this thread).
+        self._hand_lock = threading.RLock()
+        # One thread at a time fetches the next batch.
+        self._fetch_lock = threading.Lock()
         # Where next_batch writes: kept across calls so a batch obtained
         # just before a KeyboardInterrupt is never lost (see _fetch).
         self._out = ctypes.c_void_p()
@@ -299,25 +323,42 @@ class Consumer:
         """Whether :meth:`close` was called."""
         return self._closed
 
-    def _closed_error(self) -> ConsumerClosedError:
+    def _closed_error(self) -> KcheckError:
+        if self._pid != os.getpid():
+            return self._fork_error()
         return ConsumerClosedError(f"consumer of {self.stream_name!r} is closed")
+
+    def _fork_error(self) -> ForkError:
+        return ForkError(f"this consumer was created in process {self._pid}; create a new consumer after fork")
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            raise self._fork_error()
+
+    def _drop_buffered(self) -> None:
+        """Ends hand-out of the current batch (in a forked child, without locks)."""
+        records = self._current
+        if records:
+            records.clear()
 
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Record]:
+        self._check_process()
         if self._closed:
             raise self._closed_error()
         return self._records()
 
     def _records(self) -> Iterator[Record]:
         # Every iterator shares the consumer's state (_current_it), so
-        # records are handed out once, in order, whichever iterator asks.
+        # records are handed out once, in order, whichever iterator (or
+        # thread: a list iterator hands out each item once) asks.
         fetch = self._fetch
         while True:
             it = self._current_it
             if it is not None:
                 yield from it
-            if not fetch():
+            if not fetch(it):
                 return
 
     def __next__(self) -> Record:
@@ -328,16 +369,26 @@ class Consumer:
             if it is not None:
                 for record in it:
                     return record
-            if not self._fetch():
+            if not self._fetch(it):
                 raise StopIteration
 
-    def _fetch(self) -> bool:
-        """Makes the next batch current; False when iteration is over.
+    def _fetch(self, exhausted: Optional[Iterator[Record]]) -> bool:
+        """Makes the next batch current once ``exhausted`` (the caller's
+        view of the current batch) is handed out; False when iteration is
+        over. When another thread made a new batch current meanwhile, it
+        returns True at once.
 
         Called only once the current batch is handed out entirely and the
         caller asks for more: only then may the library acknowledge it
         (automatic mode acknowledges every record returned before a call).
         """
+        self._check_process()
+        with self._fetch_lock:
+            if self._current_it is not exhausted:
+                return not self._closed
+            return self._fetch_next_batch()
+
+    def _fetch_next_batch(self) -> bool:
         if self._current is not None:
             self._retire_current()
         batch = self._undecoded
@@ -417,19 +468,26 @@ class Consumer:
                 are still written).
             ConsumerClosedError: the consumer is closed.
         """
+        self._check_process()
         with self._lock:
             if self._closed:
                 raise self._closed_error()
-            consumer = self._handle.ptr
-            if record is not None:
-                if not isinstance(record, Record):
-                    raise TypeError(f"record must be a kcheck.Record, got {type(record).__name__}")
-                _lib.kcheck_consumer_checkpoint_record(consumer, record._native_record())
-                return
-            # Never kcheck_consumer_checkpoint: it writes what the library
-            # returned, which includes the read-ahead (and, while another
-            # thread waits in next_batch, records being returned right now).
-            self._checkpoint_records(self._last_handed(), raise_errors=True)
+            try:
+                if record is not None:
+                    if not isinstance(record, Record):
+                        raise TypeError(f"record must be a kcheck.Record, got {type(record).__name__}")
+                    _lib.kcheck_consumer_checkpoint_record(self._handle.ptr, record._native_record())
+                    return
+                # Never kcheck_consumer_checkpoint: it writes what the library
+                # returned, which includes the read-ahead (and, while another
+                # thread waits in next_batch, records being returned right now).
+                self._checkpoint_records(self._last_handed(), raise_errors=True)
+            except KcheckError:
+                if self._closed:
+                    # close() ran meanwhile (a signal handler on this thread):
+                    # it released the leases, hence the refusal.
+                    raise self._closed_error() from None
+                raise
 
     def _checkpoint_records(self, lasts: Dict[str, Record], raise_errors: bool) -> None:
         """Checkpoints each shard up to its record in ``lasts``; every shard is
@@ -459,11 +517,11 @@ class Consumer:
     def stats(self) -> Dict[str, Any]:
         """The consumer's figures: owner, stream, per-shard positions, lag and
         counters, lease and checkpoint counters (``kcheck_consumer_stats_json``)."""
-        consumer = self._handle.ptr
-        if not consumer:
-            raise ConsumerClosedError(f"consumer of {self.stream_name!r} is gone")
+        self._check_process()
+        if self._closed:
+            raise self._closed_error()
         out = ctypes.c_void_p()
-        _lib.kcheck_consumer_stats_json(consumer, _byref(out))
+        _lib.kcheck_consumer_stats_json(self._handle.ptr, _byref(out))
         result: Dict[str, Any] = json.loads(_native.take_string(out.value))
         return result
 
@@ -477,7 +535,13 @@ class Consumer:
         In automatic mode, the records handed out before the last one are
         checkpointed first; the last record handed out is not counted as
         processed, and records read ahead but not handed out never are.
+
+        In a process forked from the one that created the consumer, only
+        this copy is dropped: the parent's consumer goes on.
         """
+        if self._pid != os.getpid():
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -491,9 +555,8 @@ class Consumer:
                         self._last_handed_in_current(processed, exclude_last=True)
                     self._checkpoint_records(processed, raise_errors=False)
             finally:
-                if self._current:
-                    # Ends hand-out of the rest, also for an iterator in another thread.
-                    self._current.clear()
+                # Ends hand-out of the rest, also for an iterator in another thread.
+                self._drop_buffered()
                 try:
                     if self._handle.ptr:
                         _lib.kcheck_consumer_close(self._handle.ptr)
@@ -502,6 +565,7 @@ class Consumer:
                     _open_consumers.discard(self)
 
     def __enter__(self) -> "Consumer":
+        self._check_process()
         if self._closed:
             raise self._closed_error()
         return self

@@ -27,6 +27,7 @@ __all__ = [
     "PanicError",
     "PoisonedError",
     "ConsumerClosedError",
+    "ForkError",
     "error_for_status",
 ]
 
@@ -46,6 +47,7 @@ STATUS_MALFORMED_RESPONSE = 11
 STATUS_INTERNAL_ERROR = 12
 STATUS_PANIC = 13
 STATUS_POISONED = 14
+STATUS_FORKED = 15
 
 STATUS_NAMES: Dict[int, str] = {
     STATUS_OK: "KCHECK_STATUS_OK",
@@ -63,6 +65,7 @@ STATUS_NAMES: Dict[int, str] = {
     STATUS_INTERNAL_ERROR: "KCHECK_STATUS_INTERNAL_ERROR",
     STATUS_PANIC: "KCHECK_STATUS_PANIC",
     STATUS_POISONED: "KCHECK_STATUS_POISONED",
+    STATUS_FORKED: "KCHECK_STATUS_FORKED",
 }
 
 
@@ -176,6 +179,16 @@ class ConsumerClosedError(KcheckError):
     default_status = STATUS_CLOSED
 
 
+class ForkError(KcheckError):
+    """The object was created in another process, which this one is a fork of.
+
+    Its threads, connections and leases belong to the parent: create a new
+    consumer (and checkpointer) in the child.
+    """
+
+    default_status = STATUS_FORKED
+
+
 _BY_STATUS: Dict[int, Type[KcheckError]] = {
     STATUS_INVALID_ARGUMENT: InvalidArgumentError,
     STATUS_INVALID_UTF8: InvalidUtf8Error,
@@ -190,6 +203,7 @@ _BY_STATUS: Dict[int, Type[KcheckError]] = {
     STATUS_INTERNAL_ERROR: InternalError,
     STATUS_PANIC: PanicError,
     STATUS_POISONED: PoisonedError,
+    STATUS_FORKED: ForkError,
 }
 
 

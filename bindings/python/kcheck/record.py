@@ -32,13 +32,14 @@ class _Batch:
         raise TypeError("a kcheck batch cannot be pickled or copied")
 
     def __del__(self) -> None:
-        ptr = getattr(self, "ptr", 0)
-        self.ptr = 0
-        if ptr:
-            try:
+        try:
+            ptr, self.ptr = self.ptr, 0
+            if ptr:
                 _batch_free(ptr)
-            except Exception:  # interpreter shutdown: the library may be gone
-                pass
+        except KeyboardInterrupt:
+            _native.redeliver_interrupt()
+        except Exception:  # interpreter shutdown: the library may be gone
+            pass
 
 
 class Record:

@@ -27,6 +27,7 @@ def test_hierarchy_and_attributes() -> None:
         kcheck.InternalError: (12, kcheck.KcheckError),
         kcheck.PanicError: (13, kcheck.InternalError),
         kcheck.PoisonedError: (14, kcheck.InternalError),
+        kcheck.ForkError: (15, kcheck.KcheckError),
     }
     for cls, (status, base) in expectations.items():
         error = errors.error_for_status(status, "the message")
