@@ -277,7 +277,7 @@ fn create_table_false_names_the_missing_table() {
 }
 
 #[test]
-fn a_full_queue_blocks_fetchers_and_loses_nothing() {
+fn records_waiting_behind_a_full_tiny_queue_all_arrive() {
     let (kinesis, stream) = create_stream(2);
     let expected = put_payloads(&kinesis, &stream, 0..300);
     let consumer = consumer_for(&stream)
@@ -285,7 +285,8 @@ fn a_full_queue_blocks_fetchers_and_loses_nothing() {
         .record_limit(50)
         .build()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800)); // fetchers fill the queue and wait
+    // Fetchers fill the queue and wait (that they stop fetching: promises.rs).
+    std::thread::sleep(Duration::from_millis(800));
     let got = payloads(&take(&consumer, 300, WAIT));
     assert_eq!(
         got.iter().collect::<HashSet<_>>(),

@@ -414,30 +414,65 @@ fn lease_items_expire_only_after_their_shard_has_left_the_stream() {
 }
 
 #[test]
-fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
+fn an_error_behind_records_is_the_next_calls_answer() {
     let (kinesis, stream) = create_stream(2);
-    let upstream = emulators().kinesis_url();
-    let denied_shard = "shardId-000000000001";
-    // Remember which iterators belong to the denied shard.
-    let denied_iterators = Arc::new(Mutex::new(Vec::<String>::new()));
-    let iterators = denied_iterators.clone();
+    // Shard 0 gets two pages of 5 records; shard 1's first read is denied.
+    // The proxy orders them in the queue: page 1, the error, page 2.
+    let entries: Vec<_> = (0..10)
+        .map(|i| kcheck::kinesis::PutRecordsEntry {
+            explicit_hash_key: Some("0".into()),
+            ..kcheck::kinesis::PutRecordsEntry::new("k", format!("r{i}").into_bytes())
+        })
+        .collect();
+    kinesis.put_records_all(&stream, &entries).unwrap();
+    #[derive(Default)]
+    struct Order {
+        first_page_served: bool,
+        denied_at: Option<Instant>,
+        shard0_pages: u32,
+    }
+    let order = Arc::new(Mutex::new(Order::default()));
+    let shard1_iterators = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (state, iterators, upstream) = (
+        order.clone(),
+        shard1_iterators.clone(),
+        emulators().kinesis_url(),
+    );
     let proxy = StubServer::start(move |request| {
         let target = request.header("x-amz-target").unwrap_or("");
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let deny = || {
-            StubResponse::json(
-                400,
-                r#"{"__type":"AccessDeniedException","message":"denied"}"#,
-            )
-        };
-        if target.ends_with("GetRecords") {
+        if target.ends_with(".GetRecords") {
             let iterator = body["ShardIterator"].as_str().unwrap_or("");
-            if iterators.lock().unwrap().iter().any(|i| i == iterator) {
-                return deny();
+            let denied_once = state.lock().unwrap().denied_at.is_some();
+            if !denied_once && iterators.lock().unwrap().iter().any(|i| i == iterator) {
+                let _ = wait_until(WAIT, || state.lock().unwrap().first_page_served);
+                state.lock().unwrap().denied_at = Some(Instant::now());
+                return StubResponse::json(
+                    400,
+                    r#"{"__type":"AccessDeniedException","message":"denied"}"#,
+                );
             }
+            let page = {
+                let mut state = state.lock().unwrap();
+                state.shard0_pages += 1;
+                state.shard0_pages
+            };
+            if page == 2 {
+                // After the error has been queued.
+                let _ = wait_until(WAIT, || {
+                    state
+                        .lock()
+                        .unwrap()
+                        .denied_at
+                        .is_some_and(|at| at.elapsed() > Duration::from_millis(500))
+                });
+            }
+            let response = forward(&upstream, request);
+            state.lock().unwrap().first_page_served = true;
+            return response;
         }
         let response = forward(&upstream, request);
-        if target.ends_with("GetShardIterator") && body["ShardId"] == denied_shard {
+        if target.ends_with(".GetShardIterator") && body["ShardId"] == "shardId-000000000001" {
             if let StubResponse::Full { body, .. } = &response {
                 let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
                 if let Some(iterator) = answer["ShardIterator"].as_str() {
@@ -447,40 +482,23 @@ fn an_error_behind_records_in_a_full_queue_never_blocks_the_caller() {
         }
         response
     });
-    // Shard 0 alone gets many records: they keep the queue full.
-    let entries: Vec<_> = (0..20_000)
-        .map(|i| kcheck::kinesis::PutRecordsEntry {
-            explicit_hash_key: Some("0".into()),
-            ..kcheck::kinesis::PutRecordsEntry::new("k", format!("r{i}").into_bytes())
-        })
-        .collect();
-    kinesis.put_records_all(&stream, &entries).unwrap();
-    // A queue of one record: whenever the caller meets the error behind a
-    // record, the other fetcher has refilled the queue already.
     let consumer = consumer_for(&stream)
         .aws_config(config_for(proxy.url()))
-        .max_queue_size(1)
+        .record_limit(5)
         .build()
         .unwrap();
-    let (done, finished) = crossbeam_channel::bounded::<(usize, usize)>(1);
-    let reader = std::thread::spawn(move || {
-        let (mut records, mut errors) = (0, 0);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while (records < 20_000 || errors == 0) && Instant::now() < deadline {
-            match consumer.next_batch(100, Duration::from_millis(200)) {
-                Ok(batch) => records += batch.len(),
-                Err(_) => errors += 1,
-            }
-        }
-        let _ = done.send((records, errors));
-        consumer
-    });
-    let (records, errors) = finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("next_batch blocked on its own queue");
-    assert_eq!(records, 20_000);
-    assert!(errors > 0, "the denied shard was reported");
-    drop(reader.join().unwrap());
+    // Let all three items reach the queue before reading.
+    let queued = wait_until(WAIT, || order.lock().unwrap().shard0_pages >= 3);
+    assert!(queued, "the second page was served");
+    std::thread::sleep(Duration::from_millis(300));
+    let first = consumer.next_batch(100, WAIT).unwrap();
+    assert_eq!(payloads(&first), ["r0", "r1", "r2", "r3", "r4"]);
+    // The error that came after them is the very next answer: not re-queued
+    // behind records that arrived since (nor blocking on a full queue).
+    let error = consumer.next_batch(100, WAIT).unwrap_err();
+    assert!(error.is_configuration(), "{error}");
+    let second = consumer.next_batch(100, WAIT).unwrap();
+    assert_eq!(payloads(&second), ["r5", "r6", "r7", "r8", "r9"]);
 }
 
 #[test]
@@ -608,4 +626,97 @@ fn a_latest_iterator_that_expires_before_anything_was_sent_resumes_at_the_pin() 
     std::thread::sleep(Duration::from_millis(1500)); // the iterator expires
     open.store(true, Ordering::SeqCst);
     assert_eq!(payloads(&take(&consumer, 10, WAIT)), expected);
+}
+
+#[test]
+fn a_lease_is_timed_from_when_its_take_was_sent_not_from_its_late_answer() {
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("late-answer");
+    let lease_writes = Arc::new(AtomicU32::new(0));
+    let (writes, upstream) = (lease_writes.clone(), emulators().dynamodb_url());
+    // The take lands at once but is answered 2 s late; every later lease
+    // write hangs, so nothing renews the lease.
+    let proxy = StubServer::start(move |request| {
+        if !is_update_item(request) {
+            return forward(&upstream, request);
+        }
+        if writes.fetch_add(1, Ordering::SeqCst) == 0 {
+            let response = forward(&upstream, request);
+            std::thread::sleep(Duration::from_secs(2));
+            return response;
+        }
+        std::thread::sleep(Duration::from_secs(20));
+        StubResponse::Drop
+    });
+    put_payloads(&kinesis, &stream, 0..10);
+    let late = consumer_for(&stream)
+        .checkpointer(
+            dynamodb_checkpointer("app", &table)
+                .aws_config(config_for(proxy.url()))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(wait_until(WAIT, || lease_writes.load(Ordering::SeqCst) > 0));
+    let take_sent = Instant::now();
+    let other = consumer_for(&stream)
+        .checkpointer(checkpointer("app", &table))
+        .build()
+        .unwrap();
+    let deliveries: Mutex<Vec<(&str, Instant)>> = Mutex::new(Vec::new());
+    let running = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = 10;
+            while running.load(Ordering::SeqCst) {
+                put_payloads(&kinesis, &stream, next..next + 5);
+                next += 5;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for (name, consumer) in [("late", &late), ("other", &other)] {
+            let (deliveries, running) = (&deliveries, &running);
+            s.spawn(move || {
+                while running.load(Ordering::SeqCst) {
+                    if !consumer
+                        .next_batch(100, Duration::from_millis(50))
+                        .unwrap()
+                        .is_empty()
+                    {
+                        deliveries.lock().unwrap().push((name, Instant::now()));
+                    }
+                }
+            });
+        }
+        wait_until(WAIT, || other.stats().shards.len() == 1);
+        std::thread::sleep(Duration::from_secs(1));
+        running.store(false, Ordering::SeqCst);
+    });
+    let deliveries = deliveries.into_inner().unwrap();
+    let last_late = deliveries
+        .iter()
+        .filter(|(n, _)| *n == "late")
+        .map(|(_, t)| *t)
+        .max();
+    let first_other = deliveries
+        .iter()
+        .filter(|(n, _)| *n == "other")
+        .map(|(_, t)| *t)
+        .min();
+    let (Some(last_late), Some(first_other)) = (last_late, first_other) else {
+        panic!("both consumers should have delivered: {deliveries:?}");
+    };
+    assert!(
+        last_late < first_other,
+        "the late-answered owner delivered {:?} after the other started",
+        last_late - first_other
+    );
+    // Its lease ran from the take's sending, not from the answer 2 s later.
+    assert!(
+        last_late < take_sent + SESSION_TIMEOUT,
+        "delivered until {:?} after the take was sent",
+        last_late - take_sent
+    );
+    drop(late);
 }

@@ -345,16 +345,13 @@ fn start(context: &Arc<Context>, lease: Lease, sent: Instant, shards: &[Shard]) 
         }
     };
     let shard = Arc::new(OwnedShard::new(lease, sent, context.lease_time()));
-    if context.is_closing() {
-        // Close's final releases may have run already.
+    if !context.add_owned_shard(shard.clone()) {
+        // Closing: the keeper's final releases may have run already.
         let _ = shard.release(context, None, None);
         return;
     }
     match fetcher::spawn(context.clone(), shard.clone(), start_from) {
-        Ok(handle) => {
-            *shard.fetcher.lock() = Some(handle);
-            context.add_owned_shard(shard);
-        }
+        Ok(handle) => *shard.fetcher.lock() = Some(handle),
         Err(error) => {
             log::error!(
                 "cannot start a fetch thread for {}: {error}",

@@ -192,15 +192,25 @@ impl Context {
             .collect()
     }
 
-    /// Makes `shard` the shard's current tenure. A tenure still live here
-    /// is never silently replaced: it is ended first (the table gave the
-    /// lease out again, so it is not ours any more).
-    pub fn add_owned_shard(&self, shard: Arc<OwnedShard>) {
-        let previous = self.shards.lock().insert(shard.shard_id.clone(), shard);
+    /// Makes `shard` the shard's current tenure; false once the consumer is
+    /// closing (the caller releases the lease itself). Checked under the
+    /// lock the keeper's final snapshot takes, so every lease taken during
+    /// close is released by one of them. A tenure still live here is never
+    /// silently replaced: it is ended first (the table gave the lease out
+    /// again, so it is not ours any more).
+    pub fn add_owned_shard(&self, shard: Arc<OwnedShard>) -> bool {
+        let previous = {
+            let mut shards = self.shards.lock();
+            if self.is_closing() {
+                return false;
+            }
+            shards.insert(shard.shard_id.clone(), shard)
+        };
         if let Some(previous) = previous {
             previous.mark_lost(self, "a new tenure of the shard started");
             self.ended.lock().push(previous);
         }
+        true
     }
 
     /// Moves ended tenures out of the shard map and joins the fetch threads
