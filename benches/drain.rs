@@ -12,9 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use kcheck::kinesis::{IteratorPosition, KinesisClient, PutRecordsEntry, StreamRef};
 use kcheck::transport::signing::sign_request;
-use kcheck::transport::{AwsConfig, Credentials};
+use kcheck::transport::Credentials;
 use kcheck::{Consumer, DynamoDbCheckpointer};
-use support::{env_number, peak_rss_kib, process_cpu, reset_peak_rss, start_emulators};
+use support::{
+    emulator_config, env_number, peak_rss_kib, process_cpu, reset_peak_rss, start_emulators,
+};
 
 mod support;
 
@@ -37,15 +39,7 @@ fn main() {
     let total = shards as usize * per_shard;
 
     let (mut emulators, kinesis_url, dynamodb_url) = start_emulators();
-    let config = |url: &str| {
-        AwsConfig::builder()
-            .region("us-east-1")
-            .endpoint_url(url)
-            .credentials(Credentials::new("bench", "bench", None, None))
-            .build()
-            .expect("config")
-    };
-    let kinesis = KinesisClient::new(&config(&kinesis_url)).expect("kinesis client");
+    let kinesis = KinesisClient::new(&emulator_config(&kinesis_url)).expect("kinesis client");
     let stream = StreamRef::from("bench");
     kinesis
         .create_stream(stream.name(), shards)
@@ -68,7 +62,7 @@ fn main() {
 
     let checkpointer = |name: &str| {
         DynamoDbCheckpointer::builder(name)
-            .aws_config(config(&dynamodb_url))
+            .aws_config(emulator_config(&dynamodb_url))
             .build()
             .expect("checkpointer")
     };
@@ -76,7 +70,7 @@ fn main() {
     let runs: Vec<Drain> = (1..=repeat)
         .map(|run| {
             let consumer = Consumer::builder(stream.as_str())
-                .aws_config(config(&kinesis_url))
+                .aws_config(emulator_config(&kinesis_url))
                 .checkpointer(checkpointer(&format!("bench-{run}")))
                 .build()
                 .expect("consumer");

@@ -13,9 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kcheck::kinesis::{KinesisClient, PutRecordsEntry, StreamRef};
-use kcheck::transport::{AwsConfig, Credentials};
 use kcheck::{Consumer, DynamoDbCheckpointer};
-use support::{count_entries, env_number, rss_kib, start_emulators};
+use support::{count_entries, emulator_config, env_number, rss_kib, start_emulators};
 
 mod support;
 
@@ -29,15 +28,7 @@ fn main() {
     let consumers: usize = env_number("CONSUMERS", 3);
     let rate: usize = env_number("RATE", 200);
     let (mut emulators, kinesis_url, dynamodb_url) = start_emulators();
-    let config = |url: &str| {
-        AwsConfig::builder()
-            .region("us-east-1")
-            .endpoint_url(url)
-            .credentials(Credentials::new("soak", "soak", None, None))
-            .build()
-            .expect("config")
-    };
-    let kinesis = KinesisClient::new(&config(&kinesis_url)).expect("kinesis client");
+    let kinesis = KinesisClient::new(&emulator_config(&kinesis_url)).expect("kinesis client");
     let stream = StreamRef::from("soak");
     kinesis
         .create_stream(stream.name(), shards)
@@ -70,19 +61,19 @@ fn main() {
             }
         });
         for worker in 0..consumers {
-            let (config, delivered, deliveries) = (&config, &delivered, &deliveries);
+            let (delivered, deliveries) = (&delivered, &deliveries);
             let (kinesis_url, dynamodb_url, producing) = (&kinesis_url, &dynamodb_url, &producing);
             scope.spawn(move || {
                 // Each worker runs consumers of 20-60 s, one after another.
                 let mut tenure = 20 + (worker as u64 * 17) % 41;
                 while producing.load(Ordering::SeqCst) {
                     let consumer = Consumer::builder("soak")
-                        .aws_config(config(kinesis_url))
+                        .aws_config(emulator_config(kinesis_url))
                         .discovery_interval(Duration::from_secs(1))
                         .checkpoint_interval(Duration::from_secs(1))
                         .checkpointer(
                             DynamoDbCheckpointer::builder("soak")
-                                .aws_config(config(dynamodb_url))
+                                .aws_config(emulator_config(dynamodb_url))
                                 .session_timeout(Duration::from_secs(10))
                                 .heartbeat_frequency(Duration::from_secs(2))
                                 .build()
@@ -126,10 +117,10 @@ fn main() {
     // A last group reads whatever the churn left behind.
     let total = written.load(Ordering::SeqCst);
     let last = Consumer::builder("soak")
-        .aws_config(config(&kinesis_url))
+        .aws_config(emulator_config(&kinesis_url))
         .checkpointer(
             DynamoDbCheckpointer::builder("soak")
-                .aws_config(config(&dynamodb_url))
+                .aws_config(emulator_config(&dynamodb_url))
                 .build()
                 .expect("checkpointer"),
         )

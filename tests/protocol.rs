@@ -201,6 +201,62 @@ fn a_latest_consumer_that_closes_before_acknowledging_hands_its_records_on() {
     }
 }
 
+/// While a producer writes to the 1-shard `stream` from record `first` on,
+/// `owner` and `successor` read until the successor holds the shard (and a
+/// second more), and checks that the owner stopped before the
+/// successor began: never two owners delivering at once. Returns the old
+/// owner's last delivery.
+fn handover_times(
+    kinesis: &kcheck::kinesis::KinesisClient,
+    stream: &kcheck::kinesis::StreamRef,
+    first: usize,
+    owner: &Consumer,
+    successor: &Consumer,
+) -> Instant {
+    let running = AtomicBool::new(true);
+    let deliveries: Mutex<Vec<(bool, Instant)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut next = first;
+            while running.load(Ordering::SeqCst) {
+                put_payloads(kinesis, stream, next..next + 5);
+                next += 5;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for (is_owner, consumer) in [(true, owner), (false, successor)] {
+            let (deliveries, running) = (&deliveries, &running);
+            s.spawn(move || {
+                while running.load(Ordering::SeqCst) {
+                    let batch = consumer.next_batch(100, Duration::from_millis(50)).unwrap();
+                    if !batch.is_empty() {
+                        deliveries.lock().unwrap().push((is_owner, Instant::now()));
+                    }
+                }
+            });
+        }
+        wait_until(WAIT, || successor.stats().shards.len() == 1);
+        std::thread::sleep(Duration::from_secs(1));
+        running.store(false, Ordering::SeqCst);
+    });
+    let deliveries = deliveries.into_inner().unwrap();
+    let times = |of_owner: bool| {
+        deliveries
+            .iter()
+            .filter(move |(o, _)| *o == of_owner)
+            .map(|(_, t)| *t)
+    };
+    let (Some(last_owner), Some(first_successor)) = (times(true).max(), times(false).min()) else {
+        panic!("both consumers should have delivered: {deliveries:?}");
+    };
+    assert!(
+        last_owner < first_successor,
+        "the old owner delivered {:?} after its successor started",
+        last_owner - first_successor
+    );
+    last_owner
+}
+
 /// A DynamoDB proxy that answers every request normally until `hang` is
 /// set, then holds lease writes (UpdateItem) unanswered for `hold`.
 fn hanging_dynamodb(hang: Arc<AtomicBool>, hold: Duration) -> StubServer {
@@ -236,53 +292,9 @@ fn an_owner_whose_lease_writes_hang_stops_delivering_before_another_takes_over()
         .build()
         .unwrap();
 
-    let writing = AtomicBool::new(true);
-    let deliveries: Mutex<Vec<(&str, Instant)>> = Mutex::new(Vec::new());
     hang.store(true, Ordering::SeqCst);
     let hung_at = Instant::now();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut next = 10;
-            while writing.load(Ordering::SeqCst) {
-                put_payloads(&kinesis, &stream, next..next + 5);
-                next += 5;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        for (name, consumer) in [("hung", &hung), ("other", &other)] {
-            let (deliveries, writing) = (&deliveries, &writing);
-            s.spawn(move || {
-                while writing.load(Ordering::SeqCst) {
-                    let batch = consumer.next_batch(100, Duration::from_millis(50)).unwrap();
-                    if !batch.is_empty() {
-                        deliveries.lock().unwrap().push((name, Instant::now()));
-                    }
-                }
-            });
-        }
-        wait_until(WAIT, || other.stats().shards.len() == 1);
-        std::thread::sleep(Duration::from_secs(1));
-        writing.store(false, Ordering::SeqCst);
-    });
-    let deliveries = deliveries.into_inner().unwrap();
-    let last_hung = deliveries
-        .iter()
-        .filter(|(n, _)| *n == "hung")
-        .map(|(_, t)| *t)
-        .max();
-    let first_other = deliveries
-        .iter()
-        .filter(|(n, _)| *n == "other")
-        .map(|(_, t)| *t)
-        .min();
-    let (Some(last_hung), Some(first_other)) = (last_hung, first_other) else {
-        panic!("both consumers should have delivered: {deliveries:?}");
-    };
-    assert!(
-        last_hung < first_other,
-        "the hung owner delivered {:?} after the other started",
-        last_hung - first_other
-    );
+    let last_hung = handover_times(&kinesis, &stream, 10, &hung, &other);
     assert!(
         last_hung - hung_at < SESSION_TIMEOUT,
         "fenced within session_timeout"
@@ -664,54 +676,7 @@ fn a_lease_is_timed_from_when_its_take_was_sent_not_from_its_late_answer() {
         .checkpointer(checkpointer("app", &table))
         .build()
         .unwrap();
-    let deliveries: Mutex<Vec<(&str, Instant)>> = Mutex::new(Vec::new());
-    let running = AtomicBool::new(true);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut next = 10;
-            while running.load(Ordering::SeqCst) {
-                put_payloads(&kinesis, &stream, next..next + 5);
-                next += 5;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        for (name, consumer) in [("late", &late), ("other", &other)] {
-            let (deliveries, running) = (&deliveries, &running);
-            s.spawn(move || {
-                while running.load(Ordering::SeqCst) {
-                    if !consumer
-                        .next_batch(100, Duration::from_millis(50))
-                        .unwrap()
-                        .is_empty()
-                    {
-                        deliveries.lock().unwrap().push((name, Instant::now()));
-                    }
-                }
-            });
-        }
-        wait_until(WAIT, || other.stats().shards.len() == 1);
-        std::thread::sleep(Duration::from_secs(1));
-        running.store(false, Ordering::SeqCst);
-    });
-    let deliveries = deliveries.into_inner().unwrap();
-    let last_late = deliveries
-        .iter()
-        .filter(|(n, _)| *n == "late")
-        .map(|(_, t)| *t)
-        .max();
-    let first_other = deliveries
-        .iter()
-        .filter(|(n, _)| *n == "other")
-        .map(|(_, t)| *t)
-        .min();
-    let (Some(last_late), Some(first_other)) = (last_late, first_other) else {
-        panic!("both consumers should have delivered: {deliveries:?}");
-    };
-    assert!(
-        last_late < first_other,
-        "the late-answered owner delivered {:?} after the other started",
-        last_late - first_other
-    );
+    let last_late = handover_times(&kinesis, &stream, 10, &late, &other);
     // Its lease ran from the take's sending, not from the answer 2 s later.
     assert!(
         last_late < take_sent + SESSION_TIMEOUT,

@@ -77,6 +77,16 @@ pub fn start_emulators() -> (Child, String, String) {
     )
 }
 
+/// A config for an emulator at `url`, with fixed credentials.
+pub fn emulator_config(url: &str) -> kcheck::AwsConfig {
+    kcheck::AwsConfig::builder()
+        .region("us-east-1")
+        .endpoint_url(url)
+        .credentials(kcheck::Credentials::new("bench", "bench", None, None))
+        .build()
+        .expect("config")
+}
+
 /// Resident memory now, in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
