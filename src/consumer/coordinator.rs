@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::fetcher::{self, StartFrom};
 use super::shard::OwnedShard;
@@ -347,7 +347,7 @@ fn start(context: &Arc<Context>, lease: Lease, sent: Instant, shards: &[Shard]) 
     let shard = Arc::new(OwnedShard::new(lease, sent, context.lease_time()));
     if !context.add_owned_shard(shard.clone()) {
         // Closing: the keeper's final releases may have run already.
-        let _ = shard.release(context, None, None);
+        let _ = shard.release(context, Duration::MAX, None, None);
         return;
     }
     match fetcher::spawn(context.clone(), shard.clone(), start_from) {
@@ -357,7 +357,7 @@ fn start(context: &Arc<Context>, lease: Lease, sent: Instant, shards: &[Shard]) 
                 "cannot start a fetch thread for {}: {error}",
                 shard.shard_id
             );
-            let _ = shard.release(context, None, None);
+            let _ = shard.release(context, Duration::MAX, None, None);
             context.deliver_error(crate::Error::Config(format!(
                 "cannot start a thread: {error}"
             )));

@@ -145,12 +145,12 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
             } else {
                 None
             };
-            release(context, shard, checkpoint, to.as_deref());
+            release(context, shard, budget, checkpoint, to.as_deref());
         }
         return;
     }
     if end_reached && caller_done {
-        release(context, shard, Some(Checkpoint::ShardEnd), None);
+        release(context, shard, budget, Some(Checkpoint::ShardEnd), None);
         context.wake_coordinator();
         return;
     }
@@ -204,10 +204,11 @@ fn keep(context: &Context, shard: &Arc<OwnedShard>) {
 fn release(
     context: &Context,
     shard: &OwnedShard,
+    budget: Duration,
     checkpoint: Option<Checkpoint>,
     to: Option<&str>,
 ) {
-    match shard.release(context, checkpoint, to) {
+    match shard.release(context, budget, checkpoint, to) {
         Ok(_) => match to {
             Some(asker) => {
                 context
@@ -248,5 +249,6 @@ fn release_at_close(context: &Context, shard: &OwnedShard) {
             None
         }
     };
-    release(context, shard, checkpoint, None);
+    // Bounded by close's deadline and the lease's own time.
+    release(context, shard, Duration::MAX, checkpoint, None);
 }

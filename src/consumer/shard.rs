@@ -357,16 +357,18 @@ impl OwnedShard {
     }
 
     /// Gives the lease up (to `to`, or to nobody), recording `checkpoint`
-    /// if it moves forward from what is stored: one conditional write, the
-    /// check under the same lock. Returns the checkpoint written, if any.
+    /// if it moves forward from what is stored: one conditional write within
+    /// `budget`, the check under the same lock. Returns the checkpoint
+    /// written, if any.
     pub fn release(
         &self,
         context: &Context,
+        budget: Duration,
         checkpoint: Option<Checkpoint>,
         to: Option<&str>,
     ) -> Result<Option<Checkpoint>> {
         let mut recorded = None;
-        self.write(context, Duration::MAX, |lease| {
+        self.write(context, budget, |lease| {
             let checkpoint =
                 checkpoint.filter(|next| moves_forward(lease.checkpoint.as_ref(), next));
             context
