@@ -12,12 +12,15 @@ pub mod error;
 #[allow(unsafe_code, non_camel_case_types)]
 pub mod ffi;
 pub mod kinesis;
+pub mod producer;
 mod random;
+pub mod rate;
 pub mod transport;
 
 pub use checkpoint::{Checkpointer, DynamoDbCheckpointer, MemoryCheckpointer};
 pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, Record};
 pub use error::{Error, ErrorCode, Result};
+pub use producer::{Producer, ProducerBuilder};
 pub use transport::{AwsConfig, Credentials, Environment, RetryPolicy};
 
 /// The crate version, e.g. `0.1.0`.

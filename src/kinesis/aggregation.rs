@@ -6,6 +6,8 @@
 //! long key shared by many tiny entries would make a 1 MiB record claim
 //! gigabytes.
 
+use std::collections::HashMap;
+
 use md5::{Digest, Md5};
 use prost::Message;
 
@@ -103,30 +105,68 @@ pub fn deaggregate(data: &[u8]) -> Option<Vec<UserRecord>> {
 }
 
 /// Builds a KPL aggregate of `(partition_key, data)` pairs, as the KPL
-/// would; kcheck's producer and tests use it.
+/// would (tests write aggregates with it).
 pub fn aggregate<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
-    let mut aggregate = AggregatedRecord::default();
+    let mut aggregator = Aggregator::default();
     for (key, data) in records {
-        let index = match aggregate.partition_key_table.iter().position(|k| k == key) {
-            Some(i) => i,
-            None => {
-                aggregate.partition_key_table.push(key.to_owned());
-                aggregate.partition_key_table.len() - 1
-            }
-        };
-        aggregate.records.push(AggregatedEntry {
-            partition_key_index: index as u64,
-            explicit_hash_key_index: None,
-            data: data.to_vec(),
+        aggregator.push(key, None, data.to_vec());
+    }
+    aggregator.finish()
+}
+
+/// Encodes user records, with their partition and explicit hash keys,
+/// into one KPL aggregate.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    message: AggregatedRecord,
+    /// Where each key already is in its table.
+    partition_keys: HashMap<String, u64>,
+    explicit_hash_keys: HashMap<String, u64>,
+}
+
+impl Aggregator {
+    /// Adds a user record (keys are stored once per aggregate).
+    pub fn push(&mut self, partition_key: &str, explicit_hash_key: Option<&str>, data: Vec<u8>) {
+        let partition_key_index = intern(
+            &mut self.partition_keys,
+            &mut self.message.partition_key_table,
+            partition_key,
+        );
+        let explicit_hash_key_index = explicit_hash_key.map(|key| {
+            intern(
+                &mut self.explicit_hash_keys,
+                &mut self.message.explicit_hash_key_table,
+                key,
+            )
+        });
+        self.message.records.push(AggregatedEntry {
+            partition_key_index,
+            explicit_hash_key_index,
+            data,
             tags: Vec::new(),
         });
     }
-    let message = aggregate.encode_to_vec();
-    let mut out = Vec::with_capacity(KPL_MAGIC.len() + message.len() + DIGEST_LEN);
-    out.extend_from_slice(&KPL_MAGIC);
-    out.extend_from_slice(&message);
-    out.extend_from_slice(&Md5::digest(&message));
-    out
+
+    /// Magic, protobuf and digest: the data of one Kinesis record.
+    pub fn finish(self) -> Vec<u8> {
+        let message = self.message.encode_to_vec();
+        let mut out = Vec::with_capacity(KPL_MAGIC.len() + message.len() + DIGEST_LEN);
+        out.extend_from_slice(&KPL_MAGIC);
+        out.extend_from_slice(&message);
+        out.extend_from_slice(&Md5::digest(&message));
+        out
+    }
+}
+
+/// The index of `key` in `table`, added if new.
+fn intern(known: &mut HashMap<String, u64>, table: &mut Vec<String>, key: &str) -> u64 {
+    if let Some(&index) = known.get(key) {
+        return index;
+    }
+    let index = table.len() as u64;
+    known.insert(key.to_owned(), index);
+    table.push(key.to_owned());
+    index
 }
 
 #[cfg(test)]
@@ -141,6 +181,27 @@ mod tests {
         assert_eq!(records[2].sub_sequence_number, 2);
         assert_eq!(records[2].partition_key, "a");
         assert_eq!(records[1].data, b"two");
+    }
+
+    #[test]
+    fn explicit_hash_keys_round_trip_and_keys_are_stored_once() {
+        let mut aggregator = Aggregator::default();
+        let records = [
+            ("a", Some("12"), vec![1u8; 300]),
+            ("b", None, vec![]),
+            ("a", Some("12"), b"x".to_vec()),
+        ];
+        for (key, hash_key, data) in records {
+            aggregator.push(key, hash_key, data);
+        }
+        assert_eq!(aggregator.message.partition_key_table, ["a", "b"]);
+        assert_eq!(aggregator.message.explicit_hash_key_table, ["12"]);
+        let blob = aggregator.finish();
+        let users = deaggregate(&blob).unwrap();
+        assert_eq!(users[0].explicit_hash_key.as_deref(), Some("12"));
+        assert_eq!(users[1].explicit_hash_key, None);
+        assert_eq!(users[2].data, b"x");
+        assert_eq!(users[2].partition_key, "a");
     }
 
     #[test]
