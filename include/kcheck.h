@@ -49,7 +49,8 @@ enum kcheck_status
    */
   KCHECK_STATUS_TIMED_OUT = 3,
   /**
-   * The consumer is closed: no record will come.
+   * The consumer is closed: no record will come. The producer is
+   * closed: it takes no more records.
    */
   KCHECK_STATUS_CLOSED = 4,
   /**
@@ -107,6 +108,35 @@ enum kcheck_status
 typedef enum kcheck_status kcheck_status;
 #else
 typedef uint32_t kcheck_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Where a put record stands; see `kcheck_producer_record_status`.
+ */
+enum kcheck_record_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Queued, in flight or waiting to be resubmitted.
+   */
+  KCHECK_RECORD_STATUS_PENDING = 0,
+  /**
+   * Stored by Kinesis.
+   */
+  KCHECK_RECORD_STATUS_ACCEPTED = 1,
+  /**
+   * Failed for good; `kcheck_producer_take_failures_json` has it.
+   */
+  KCHECK_RECORD_STATUS_FAILED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_record_status kcheck_record_status;
+#else
+typedef uint32_t kcheck_record_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -195,6 +225,18 @@ typedef struct kcheck_consumer kcheck_consumer;
  * Options of a consumer being built.
  */
 typedef struct kcheck_consumer_builder kcheck_consumer_builder;
+
+/**
+ * A running producer. Shared by the caller and every call in flight (an
+ * `Arc` behind the pointer): freeing it while another thread's call is
+ * still running drops only the caller's reference.
+ */
+typedef struct kcheck_producer kcheck_producer;
+
+/**
+ * Options of a producer being built.
+ */
+typedef struct kcheck_producer_builder kcheck_producer_builder;
 
 /**
  * One record returned by `kcheck_consumer_next`, or borrowed from a batch.
@@ -758,6 +800,257 @@ void kcheck_consumer_free(kcheck_consumer *consumer);
 kcheck_status kcheck_set_log_callback(kcheck_log_callback callback,
                                       void *user_data,
                                       uint32_t max_level);
+
+/**
+ * Starts a producer writing to `stream_name` (a stream name or ARN) with
+ * the defaults: 500 ms buffer time, 500 records per PutRecords, 10 000
+ * records queued, 1 000 records and 1 MiB per second per shard, no
+ * aggregation.
+ *
+ * # Safety
+ * `stream_name` is NULL or a NUL-terminated string; `out` is NULL or
+ * writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_producer_builder_new(const char *stream_name, kcheck_producer_builder **out);
+
+/**
+ * The Kinesis endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_endpoint_url(kcheck_producer_builder *builder,
+                                                       const char *url);
+
+/**
+ * The Kinesis region [AWS_DEFAULT_REGION, the profile, or us-east-1].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `region` is NULL or a
+ * NUL-terminated string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_region_name(kcheck_producer_builder *builder,
+                                                      const char *region);
+
+/**
+ * The longest a record waits for others to share its request [500 ms].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_buffer_time_ms(kcheck_producer_builder *builder,
+                                                         uint64_t milliseconds);
+
+/**
+ * Records per PutRecords request, 1 to 500 [500]; checked by
+ * `kcheck_producer_builder_build`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_batch_size(kcheck_producer_builder *builder,
+                                                     uint32_t size);
+
+/**
+ * Records put but not yet settled before `kcheck_producer_put` waits
+ * [10 000]; at least 1, checked by `kcheck_producer_builder_build`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_max_queue_size(kcheck_producer_builder *builder,
+                                                         size_t size);
+
+/**
+ * Kinesis records per second sent to each shard, above 0 [1 000, the
+ * service's limit].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_put_rate_limit_per_shard(kcheck_producer_builder *builder,
+                                                                   double records_per_second);
+
+/**
+ * Bytes (data and partition key) per second sent to each shard, above 0
+ * [1 048 576, the service's limit].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_put_bandwidth_limit_per_shard(kcheck_producer_builder *builder,
+                                                                        double bytes_per_second);
+
+/**
+ * 1 packs small records bound for one shard into KPL aggregates, which
+ * kcheck's consumer and the KCL split again; 0 sends each record alone
+ * [0]. Other values are `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_aggregate(kcheck_producer_builder *builder,
+                                                    uint32_t aggregate);
+
+/**
+ * Consumes the builder, whether or not it succeeds, and starts the
+ * producer: checks the options, reads the stream's shards (failing at
+ * once on a missing stream or missing permissions) and starts the sending
+ * thread. Free the producer with `kcheck_producer_free`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards; `out` is NULL
+ * or writable.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+kcheck_status kcheck_producer_builder_build(kcheck_producer_builder *builder,
+                                            kcheck_producer **out);
+
+/**
+ * Frees a builder that was not built. NULL does nothing.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+void kcheck_producer_builder_free(kcheck_producer_builder *builder);
+
+/**
+ * Queues a record of `len` bytes at `data` (NULL allowed when `len` is 0)
+ * and writes its ticket (increasing from 0 in put order) to `out_ticket`.
+ * Routed by `explicit_hash_key` (a decimal 128-bit integer) when it is not
+ * NULL, else by the MD5 of `partition_key` (1 to 256 characters). Waits
+ * while the buffer is full: `KCHECK_STATUS_TIMED_OUT` when it stays full
+ * for `timeout_ms` (a timeout too large to represent, such as
+ * `UINT64_MAX`, waits without limit). A bad key or a record over 1 MiB is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`; after `kcheck_producer_close`,
+ * `KCHECK_STATUS_CLOSED`. `out_ticket` is written only on success.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer; `data` is NULL or readable for
+ * `len` bytes; `partition_key` and `explicit_hash_key` are NULL or
+ * NUL-terminated strings; `out_ticket` is NULL or writable.
+ *
+ * Thread safety: any number of threads may put at once.
+ */
+kcheck_status kcheck_producer_put(const kcheck_producer *producer,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  const char *partition_key,
+                                  const char *explicit_hash_key,
+                                  uint64_t timeout_ms,
+                                  uint64_t *out_ticket);
+
+/**
+ * Returns once every record put before the call is settled, or after
+ * `timeout_ms` with `KCHECK_STATUS_TIMED_OUT` (the records stay queued; a
+ * timeout too large to represent waits without limit). When records
+ * failed for good since the last flush, returns the status of the first
+ * failure (usually `KCHECK_STATUS_SERVICE_ERROR`) with a message naming
+ * how many failed and their tickets; `kcheck_producer_take_failures_json`
+ * has them.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer.
+ *
+ * Thread safety: any thread, also while others put.
+ */
+kcheck_status kcheck_producer_flush(const kcheck_producer *producer, uint64_t timeout_ms);
+
+/**
+ * Refuses further puts (they return `KCHECK_STATUS_CLOSED`), waits until
+ * every record is settled (call `kcheck_producer_flush` first to bound the
+ * wait) and stops the sending thread. Reports failures as
+ * `kcheck_producer_flush` does. Idempotent.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer.
+ *
+ * Thread safety: any thread. In a process forked from the one that built
+ * the producer: `KCHECK_STATUS_FORKED`, and nothing is sent.
+ */
+kcheck_status kcheck_producer_close(const kcheck_producer *producer);
+
+/**
+ * Where the record of `ticket` stands, written to `out_status` as a
+ * `kcheck_record_status`. A ticket this producer never issued is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer; `out_status` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_producer_record_status(const kcheck_producer *producer,
+                                            uint64_t ticket,
+                                            kcheck_record_status *out_status);
+
+/**
+ * The producer's counters as a JSON object (records_put, records_sent,
+ * records_retried, records_failed, records_throttled, bytes_put,
+ * bytes_sent, kinesis_records_sent, requests, queue_depth, shards,
+ * shard_map_refreshes); free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_producer_stats_json(const kcheck_producer *producer, char **out);
+
+/**
+ * The records that failed for good since the last call, in ticket order,
+ * as JSON lines (one object per line, each ending in a newline; an empty
+ * string when none): `ticket`, `partition_key`, `explicit_hash_key` (or
+ * null), `data` (base64), `status` (the name of the status the error maps
+ * to, e.g. "KCHECK_STATUS_SERVICE_ERROR") and `error` (its message). A
+ * later flush no longer reports them; their record status stays failed.
+ * Free the string with `kcheck_string_free`.
+ *
+ * # Safety
+ * `producer` is NULL or a live producer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread; each failure goes to one caller.
+ */
+kcheck_status kcheck_producer_take_failures_json(const kcheck_producer *producer, char **out);
+
+/**
+ * Frees the producer without waiting for what is queued: further puts are
+ * refused and the sending thread goes on sending the queued records in the
+ * background while the process runs. Call `kcheck_producer_close` first to
+ * wait for them and hear of failures. NULL does nothing. In a process
+ * forked from the one that built the producer, does nothing: its thread
+ * and connections are the parent's (its memory is not reclaimed in the
+ * child).
+ *
+ * # Safety
+ * `producer` is NULL or a live producer, not used afterwards.
+ *
+ * Thread safety: calls that other threads started before keep the
+ * producer alive until they return; no call may start after free.
+ */
+void kcheck_producer_free(kcheck_producer *producer);
 
 /**
  * Writes the record's fields to `out`.

@@ -455,6 +455,33 @@ fn a_reader_may_free_the_consumer_while_another_thread_closes_it() {
     eprintln!("{} in {:?}", finished.stderr.trim_end(), finished.took);
 }
 
+/// A C producer puts from two threads, flushes and closes under
+/// AddressSanitizer; kcheck's consumer reads every record back.
+#[test]
+fn a_c_producer_writes_what_the_consumer_reads() {
+    let (_kinesis, stream) = create_stream(2);
+    let finished = run(
+        &program("produce.c", Flavour::Sanitized),
+        &[&emulators().kinesis_url(), stream.as_str(), "200"],
+        Flavour::Sanitized,
+        Duration::from_secs(120),
+    );
+    finished.assert_success();
+    finished.assert_no_sanitizer_report();
+    assert!(
+        finished.stderr.contains("produced 200 records"),
+        "{}",
+        finished.stderr
+    );
+    let consumer = consumer_for(&stream).build().unwrap();
+    let mut read = payloads(&take(&consumer, 200, Duration::from_secs(30)));
+    consumer.close().unwrap();
+    read.sort();
+    let mut expected: Vec<String> = (0..200).map(|n| format!("produced-{n}")).collect();
+    expected.sort();
+    assert_eq!(read, expected);
+}
+
 /// A C host forks while its consumer holds leases: the child that only
 /// frees its copies and the child that uses them (FORKED) leave the
 /// parent's leases, reads and checkpoints alone; plain and sanitized.

@@ -1,8 +1,10 @@
 //! The C ABI called directly from Rust: argument checks, out-params left
 //! untouched on error, `_free(NULL)`, double close, per-thread last errors,
 //! and a consumer driven end to end through the extern functions against
-//! the emulators.
+//! the emulators; the producer likewise.
 
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 mod support;
 
 use std::collections::HashSet;
@@ -683,4 +685,476 @@ fn log_records_reach_the_host_callback() {
     assert!(logged
         .iter()
         .all(|(level, _, _)| *level <= kcheck_log_level::Info as u32));
+}
+
+// ---- the producer ----
+
+fn producer_builder_for(stream: &str) -> *mut kcheck_producer_builder {
+    let mut builder = ptr::null_mut();
+    let name = c(stream);
+    assert_eq!(
+        unsafe { kcheck_producer_builder_new(name.as_ptr(), &mut builder) },
+        kcheck_status::Ok
+    );
+    builder
+}
+
+/// A producer of `stream` behind `endpoint`, built through the C ABI.
+fn ffi_producer(stream: &str, endpoint: &str, max_queue_size: usize) -> *mut kcheck_producer {
+    with_test_credentials();
+    let builder = producer_builder_for(stream);
+    let url = c(endpoint);
+    let mut producer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_producer_builder_set_endpoint_url(builder, url.as_ptr()),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_buffer_time_ms(builder, 50),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_max_queue_size(builder, max_queue_size),
+            kcheck_status::Ok
+        );
+        let status = kcheck_producer_builder_build(builder, &mut producer);
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    }
+    producer
+}
+
+fn put(producer: *const kcheck_producer, data: &str, key: &str) -> Result<u64, kcheck_status> {
+    let key = c(key);
+    let mut ticket = SENTINEL as u64;
+    let status = unsafe {
+        kcheck_producer_put(
+            producer,
+            data.as_ptr(),
+            data.len(),
+            key.as_ptr(),
+            ptr::null(),
+            10_000,
+            &mut ticket,
+        )
+    };
+    match status {
+        kcheck_status::Ok => Ok(ticket),
+        other => {
+            assert_eq!(ticket, SENTINEL as u64, "out_ticket written on failure");
+            Err(other)
+        }
+    }
+}
+
+fn take_string(json: *mut c_char) -> String {
+    let text = unsafe { CStr::from_ptr(json) }.to_str().unwrap().to_owned();
+    unsafe { kcheck_string_free(json) };
+    text
+}
+
+fn producer_json(
+    producer: *const kcheck_producer,
+    call: unsafe extern "C" fn(*const kcheck_producer, *mut *mut c_char) -> kcheck_status,
+) -> String {
+    let mut json = ptr::null_mut();
+    assert_eq!(unsafe { call(producer, &mut json) }, kcheck_status::Ok);
+    take_string(json)
+}
+
+fn record_status(producer: *const kcheck_producer, ticket: u64) -> kcheck_record_status {
+    let mut status = kcheck_record_status::Pending;
+    assert_eq!(
+        unsafe { kcheck_producer_record_status(producer, ticket, &mut status) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    status
+}
+
+#[test]
+fn producer_calls_refuse_null_and_bad_arguments_and_leave_out_params_untouched() {
+    let invalid = [0x66u8, 0xff, 0xfe, 0];
+    let mut builder: *mut kcheck_producer_builder = sentinel();
+    unsafe {
+        assert_eq!(
+            kcheck_producer_builder_new(ptr::null(), &mut builder),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "stream_name is NULL");
+        assert_eq!(
+            kcheck_producer_builder_new(invalid.as_ptr().cast(), &mut builder),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(builder as usize, SENTINEL);
+        assert_eq!(
+            kcheck_producer_builder_new(c"s".as_ptr(), ptr::null_mut()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "out is NULL");
+        assert_eq!(
+            kcheck_producer_builder_set_buffer_time_ms(ptr::null_mut(), 1),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "producer builder is NULL");
+
+        let builder = producer_builder_for("stream");
+        assert_eq!(
+            kcheck_producer_builder_set_aggregate(builder, 2),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "aggregate must be 0 or 1, got 2");
+        assert_eq!(
+            kcheck_producer_builder_set_aggregate(builder, 1),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_put_rate_limit_per_shard(builder, f64::NAN),
+            kcheck_status::InvalidArgument
+        );
+        assert!(last_error().contains("put_rate_limit_per_shard"));
+        assert_eq!(
+            kcheck_producer_builder_set_put_bandwidth_limit_per_shard(builder, 0.0),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_region_name(builder, invalid.as_ptr().cast()),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_endpoint_url(builder, ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "endpoint_url is NULL");
+        // Build consumes the builder even when an option is bad.
+        assert_eq!(
+            kcheck_producer_builder_set_batch_size(builder, 501),
+            kcheck_status::Ok
+        );
+        let mut producer: *mut kcheck_producer = sentinel();
+        assert_eq!(
+            kcheck_producer_builder_build(builder, &mut producer),
+            kcheck_status::InvalidConfig
+        );
+        assert!(last_error().contains("batch_size"), "{}", last_error());
+        assert_eq!(producer as usize, SENTINEL);
+        assert_eq!(
+            kcheck_producer_builder_build(ptr::null_mut(), &mut producer),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(producer as usize, SENTINEL);
+
+        let mut ticket = SENTINEL as u64;
+        assert_eq!(
+            kcheck_producer_put(
+                ptr::null(),
+                c"x".as_ptr().cast(),
+                1,
+                c"k".as_ptr(),
+                ptr::null(),
+                0,
+                &mut ticket
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "producer is NULL");
+        assert_eq!(ticket, SENTINEL as u64);
+        assert_eq!(
+            kcheck_producer_flush(ptr::null(), 0),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_producer_close(ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        let mut json: *mut c_char = sentinel();
+        assert_eq!(
+            kcheck_producer_stats_json(ptr::null(), &mut json),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_producer_take_failures_json(ptr::null(), &mut json),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(json as usize, SENTINEL);
+        let mut status = kcheck_record_status::Accepted;
+        assert_eq!(
+            kcheck_producer_record_status(ptr::null(), 0, &mut status),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(status, kcheck_record_status::Accepted);
+
+        kcheck_producer_builder_free(ptr::null_mut());
+        kcheck_producer_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn a_missing_stream_fails_the_producer_build_with_the_service_status() {
+    with_test_credentials();
+    let builder = producer_builder_for("no-such-stream-for-the-producer");
+    let url = c(&emulators().kinesis_url());
+    let mut producer: *mut kcheck_producer = sentinel();
+    unsafe {
+        kcheck_producer_builder_set_endpoint_url(builder, url.as_ptr());
+        assert_eq!(
+            kcheck_producer_builder_build(builder, &mut producer),
+            kcheck_status::ServiceError
+        );
+    }
+    assert_eq!(producer as usize, SENTINEL);
+    assert!(
+        last_error().contains("ResourceNotFound"),
+        "{}",
+        last_error()
+    );
+}
+
+#[test]
+fn a_producer_runs_end_to_end_through_the_c_abi() {
+    let (_kinesis, stream) = create_stream(2);
+    let producer = ffi_producer(stream.as_str(), &emulators().kinesis_url(), 10_000);
+    let mut tickets = Vec::new();
+    for n in 0..20 {
+        tickets.push(
+            put(
+                producer,
+                &format!("produced-{n}"),
+                &format!("key-{}", n % 3),
+            )
+            .unwrap(),
+        );
+    }
+    assert_eq!(tickets, (0..20).collect::<Vec<u64>>());
+    // An explicit hash key routes the record; a bad one is refused.
+    let mut ticket = SENTINEL as u64;
+    unsafe {
+        assert_eq!(
+            kcheck_producer_put(
+                producer,
+                c"routed".as_ptr().cast(),
+                6,
+                c"key-x".as_ptr(),
+                c"0".as_ptr(),
+                10_000,
+                &mut ticket
+            ),
+            kcheck_status::Ok
+        );
+        assert_eq!(ticket, 20);
+        let mut untouched = SENTINEL as u64;
+        assert_eq!(
+            kcheck_producer_put(
+                producer,
+                c"x".as_ptr().cast(),
+                1,
+                c"k".as_ptr(),
+                c"not-a-number".as_ptr(),
+                10_000,
+                &mut untouched
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert!(
+            last_error().contains("explicit hash key"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            kcheck_producer_put(
+                producer,
+                ptr::null(),
+                3,
+                c"k".as_ptr(),
+                ptr::null(),
+                0,
+                &mut untouched
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "data is NULL");
+        assert_eq!(untouched, SENTINEL as u64);
+    }
+    assert_eq!(put(producer, "x", ""), Err(kcheck_status::InvalidArgument));
+    assert!(last_error().contains("partition key"), "{}", last_error());
+    assert_eq!(
+        put(producer, "x", &"k".repeat(257)),
+        Err(kcheck_status::InvalidArgument)
+    );
+    // Empty data with a NULL pointer is a record.
+    let mut empty = SENTINEL as u64;
+    let status = unsafe {
+        kcheck_producer_put(
+            producer,
+            ptr::null(),
+            0,
+            c"key-empty".as_ptr(),
+            ptr::null(),
+            0,
+            &mut empty,
+        )
+    };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    assert_eq!(empty, 21);
+
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 30_000) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    for ticket in 0..=21 {
+        assert_eq!(
+            record_status(producer, ticket),
+            kcheck_record_status::Accepted
+        );
+    }
+    let mut status = kcheck_record_status::Failed;
+    assert_eq!(
+        unsafe { kcheck_producer_record_status(producer, 22, &mut status) },
+        kcheck_status::InvalidArgument
+    );
+    assert_eq!(status, kcheck_record_status::Failed);
+    assert!(last_error().contains("never issued"), "{}", last_error());
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&producer_json(producer, kcheck_producer_stats_json)).unwrap();
+    assert_eq!(stats["records_put"], 22);
+    assert_eq!(stats["records_sent"], 22);
+    assert_eq!(stats["records_failed"], 0);
+    assert_eq!(stats["queue_depth"], 0);
+    assert_eq!(stats["shards"], 2);
+    assert_eq!(
+        producer_json(producer, kcheck_producer_take_failures_json),
+        ""
+    );
+
+    // kcheck's consumer reads back every record, in order per key.
+    let consumer = ffi_consumer(stream.as_str(), ptr::null(), None);
+    let batches = read_batches(consumer, 22, Duration::from_secs(30));
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for &batch in &batches {
+        for fields in batch_fields(batch) {
+            let key = text_of(fields.partition_key, fields.partition_key_len);
+            by_key.entry(key).or_default().push(payload_of(fields));
+        }
+        unsafe { kcheck_batch_free(batch) };
+    }
+    let expected_key_0: Vec<String> = (0..20)
+        .filter(|n| n % 3 == 0)
+        .map(|n| format!("produced-{n}"))
+        .collect();
+    assert_eq!(by_key["key-0"], expected_key_0);
+    assert_eq!(by_key["key-x"], vec!["routed".to_owned()]);
+    assert_eq!(by_key["key-empty"], vec![String::new()]);
+    assert_eq!(by_key.values().map(Vec::len).sum::<usize>(), 22);
+    unsafe { kcheck_consumer_free(consumer) };
+
+    assert_eq!(
+        unsafe { kcheck_producer_close(producer) },
+        kcheck_status::Ok
+    );
+    assert_eq!(put(producer, "late", "k"), Err(kcheck_status::Closed));
+    assert!(last_error().contains("closed"), "{}", last_error());
+    assert_eq!(
+        unsafe { kcheck_producer_close(producer) },
+        kcheck_status::Ok
+    );
+    unsafe { kcheck_producer_free(producer) };
+}
+
+#[test]
+fn records_failing_for_good_are_named_by_flush_and_taken_as_json_lines() {
+    let (kinesis, stream) = create_stream(1);
+    let producer = ffi_producer(stream.as_str(), &emulators().kinesis_url(), 10_000);
+    put(producer, "before", "k").unwrap();
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 30_000) },
+        kcheck_status::Ok
+    );
+    kinesis.delete_stream(&stream).unwrap();
+    for n in 0..3 {
+        assert_eq!(put(producer, &format!("after-{n}"), "k"), Ok(1 + n));
+    }
+    let status = unsafe { kcheck_producer_flush(producer, 30_000) };
+    assert_eq!(status, kcheck_status::ServiceError, "{}", last_error());
+    let message = last_error();
+    assert!(message.contains("3 records failed"), "{message}");
+    assert!(message.contains("tickets 1, 2, 3"), "{message}");
+    assert_eq!(record_status(producer, 0), kcheck_record_status::Accepted);
+    assert_eq!(record_status(producer, 2), kcheck_record_status::Failed);
+
+    let lines = producer_json(producer, kcheck_producer_take_failures_json);
+    let failures: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(failures.len(), 3, "{lines}");
+    assert_eq!(failures[0]["ticket"], 1);
+    assert_eq!(failures[0]["partition_key"], "k");
+    assert_eq!(failures[0]["explicit_hash_key"], serde_json::Value::Null);
+    assert_eq!(failures[0]["data"], "YWZ0ZXItMA=="); // "after-0"
+    assert_eq!(failures[0]["status"], "KCHECK_STATUS_SERVICE_ERROR");
+    assert!(failures[2]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ResourceNotFound"));
+    assert_eq!(
+        producer_json(producer, kcheck_producer_take_failures_json),
+        ""
+    );
+    // Reported once: close has nothing left to report.
+    assert_eq!(
+        unsafe { kcheck_producer_close(producer) },
+        kcheck_status::Ok
+    );
+    unsafe { kcheck_producer_free(producer) };
+}
+
+#[test]
+fn put_and_flush_time_out_while_the_buffer_cannot_drain() {
+    use fault_proxy::{Fault, FaultProxy, Rule};
+    let (_kinesis, stream) = create_stream(1);
+    let proxy = FaultProxy::start(&emulators().kinesis_url());
+    let producer = ffi_producer(stream.as_str(), proxy.url(), 1);
+    let hang = proxy.add(Rule::on("PutRecords", Fault::Hang(Duration::from_secs(2))));
+    assert_eq!(put(producer, "first", "k"), Ok(0));
+    let key = c("k");
+    let mut ticket = SENTINEL as u64;
+    let started = Instant::now();
+    let status = unsafe {
+        kcheck_producer_put(
+            producer,
+            c"second".as_ptr().cast(),
+            6,
+            key.as_ptr(),
+            ptr::null(),
+            200,
+            &mut ticket,
+        )
+    };
+    assert_eq!(status, kcheck_status::TimedOut, "{}", last_error());
+    assert_eq!(ticket, SENTINEL as u64);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 100) },
+        kcheck_status::TimedOut
+    );
+    assert!(last_error().contains("not settled"), "{}", last_error());
+    assert_eq!(record_status(producer, 0), kcheck_record_status::Pending);
+    hang.set_active(false);
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 30_000) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    assert_eq!(record_status(producer, 0), kcheck_record_status::Accepted);
+    assert_eq!(put(producer, "third", "k"), Ok(1));
+    assert_eq!(
+        unsafe { kcheck_producer_close(producer) },
+        kcheck_status::Ok
+    );
+    unsafe { kcheck_producer_free(producer) };
 }

@@ -18,6 +18,7 @@ mod boundary;
 mod checkpointer;
 mod consumer;
 mod log;
+mod producer;
 mod record;
 mod status;
 
@@ -25,6 +26,7 @@ pub use boundary::{kcheck_last_error_message, kcheck_string_free};
 pub use checkpointer::*;
 pub use consumer::*;
 pub use log::*;
+pub use producer::*;
 pub use record::*;
 pub use status::*;
 

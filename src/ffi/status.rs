@@ -19,7 +19,8 @@ pub enum kcheck_status {
     /// The wait ended before a result: no record within the timeout, or an
     /// operation's deadline passed. Not a failure for `kcheck_consumer_next`.
     TimedOut = 3,
-    /// The consumer is closed: no record will come.
+    /// The consumer is closed: no record will come. The producer is
+    /// closed: it takes no more records.
     Closed = 4,
     /// `idle_timeout` passed without a record: iteration is over, the
     /// consumer is still open.

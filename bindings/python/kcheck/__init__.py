@@ -1,4 +1,5 @@
-"""kcheck: a synchronous Kinesis consumer with DynamoDB leases and checkpoints.
+"""kcheck: a synchronous Kinesis consumer with DynamoDB leases and checkpoints,
+and a producer.
 
 Python bindings (ctypes) over ``libkcheck.so``, with the API of
 async-kinesis's ``Consumer``, ``DynamoDBCheckPointer`` and
@@ -12,6 +13,13 @@ async-kinesis's ``Consumer``, ``DynamoDBCheckPointer`` and
     ) as consumer:
         for record in consumer:
             print(record)
+
+and ``Producer`` writes::
+
+    from kcheck import Producer
+
+    with Producer("my-stream", processor="json") as producer:
+        producer.put({"id": 1}, partition_key="user-1")
 
 Log records of the library go to the ``kcheck`` logger hierarchy.
 """
@@ -36,13 +44,16 @@ from .errors import (
     MalformedResponseError,
     PanicError,
     PoisonedError,
+    ProducerClosedError,
     ServiceError,
     TransportError,
 )
+from .producer import Producer
 from .record import Record
 
 __all__ = [
     "Consumer",
+    "Producer",
     "DynamoDBCheckPointer",
     "MemoryCheckPointer",
     "CheckPointer",
@@ -61,6 +72,7 @@ __all__ = [
     "PanicError",
     "PoisonedError",
     "ConsumerClosedError",
+    "ProducerClosedError",
     "ForkError",
     "TRACE",
     "refresh_log_level",

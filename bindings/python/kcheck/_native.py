@@ -33,6 +33,7 @@ from ctypes import (
     POINTER,
     Structure,
     c_char_p,
+    c_double,
     c_int64,
     c_size_t,
     c_uint32,
@@ -53,6 +54,11 @@ ENV_LIBRARY = "KCHECK_LIBRARY"
 INITIAL_POSITION_TRIM_HORIZON = 0
 INITIAL_POSITION_LATEST = 1
 INITIAL_POSITION_AT_TIMESTAMP = 2
+
+# enum kcheck_record_status
+RECORD_STATUS_PENDING = 0
+RECORD_STATUS_ACCEPTED = 1
+RECORD_STATUS_FAILED = 2
 
 # enum kcheck_log_level
 LOG_LEVEL_OFF = 0
@@ -162,6 +168,29 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_consumer_owner_id": (c_char_p, [c_void_p], False),
     "kcheck_consumer_close": (_status, [c_void_p], True),
     "kcheck_consumer_free": (None, [c_void_p], False),
+    # producers
+    "kcheck_producer_builder_new": (_status, [c_char_p, _out_ptr], True),
+    "kcheck_producer_builder_set_endpoint_url": (_status, [c_void_p, c_char_p], True),
+    "kcheck_producer_builder_set_region_name": (_status, [c_void_p, c_char_p], True),
+    "kcheck_producer_builder_set_buffer_time_ms": (_status, [c_void_p, c_uint64], True),
+    "kcheck_producer_builder_set_batch_size": (_status, [c_void_p, c_uint32], True),
+    "kcheck_producer_builder_set_max_queue_size": (_status, [c_void_p, c_size_t], True),
+    "kcheck_producer_builder_set_put_rate_limit_per_shard": (_status, [c_void_p, c_double], True),
+    "kcheck_producer_builder_set_put_bandwidth_limit_per_shard": (_status, [c_void_p, c_double], True),
+    "kcheck_producer_builder_set_aggregate": (_status, [c_void_p, c_uint32], True),
+    "kcheck_producer_builder_build": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_producer_builder_free": (None, [c_void_p], False),
+    "kcheck_producer_put": (
+        _status,
+        [c_void_p, c_char_p, c_size_t, c_char_p, c_char_p, c_uint64, POINTER(c_uint64)],
+        True,
+    ),
+    "kcheck_producer_flush": (_status, [c_void_p, c_uint64], True),
+    "kcheck_producer_close": (_status, [c_void_p], True),
+    "kcheck_producer_record_status": (_status, [c_void_p, c_uint64, POINTER(c_uint32)], True),
+    "kcheck_producer_stats_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_producer_take_failures_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_producer_free": (None, [c_void_p], False),
     # logging
     "kcheck_set_log_callback": (_status, [LOG_CALLBACK, c_void_p, c_uint32], True),
     # records and batches

@@ -27,6 +27,7 @@ __all__ = [
     "PanicError",
     "PoisonedError",
     "ConsumerClosedError",
+    "ProducerClosedError",
     "ForkError",
     "error_for_status",
 ]
@@ -175,6 +176,15 @@ class PoisonedError(InternalError):
 
 class ConsumerClosedError(KcheckError):
     """The consumer was closed: it cannot be iterated or checkpointed any more."""
+
+    default_status = STATUS_CLOSED
+
+
+class ProducerClosedError(KcheckError):
+    """The producer was closed: it takes no more records.
+
+    Raised by :class:`~kcheck.Producer` for ``KCHECK_STATUS_CLOSED``.
+    """
 
     default_status = STATUS_CLOSED
 

@@ -67,6 +67,10 @@ def expected_ctype(declaration: str) -> object:
         "kcheck_record_fields * *": ctypes.POINTER(ctypes.c_void_p),
         "uint8_t * *": ctypes.POINTER(ctypes.c_void_p),  # borrowed buffer out-param
         "kcheck_log_callback": _native.LOG_CALLBACK,
+        "double": ctypes.c_double,
+        "uint8_t *": ctypes.c_char_p,  # byte buffer argument (with its length)
+        "uint64_t *": ctypes.POINTER(ctypes.c_uint64),
+        "kcheck_record_status *": ctypes.POINTER(ctypes.c_uint32),
     }
     if c_type in simple:
         return simple[c_type]
