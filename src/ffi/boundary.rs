@@ -120,6 +120,33 @@ pub(crate) fn boundary_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     })
 }
 
+/// Applies a setter to the options of a builder handle (`options` picks
+/// them out). On a refused value the options stay as they were; `None`
+/// options only follow a panic inside a setter, which also poisons.
+///
+/// # Safety
+/// `builder` is NULL or points to a live handle of type `H`.
+pub(crate) unsafe fn update_options<H: Handle, B: Clone>(
+    builder: *const H,
+    options: impl FnOnce(&H) -> &parking_lot::Mutex<Option<B>>,
+    change: impl FnOnce(B) -> Result<B, Failure>,
+) -> kcheck_status {
+    unsafe {
+        with_handle(builder, |builder| {
+            let mut draft = options(builder).lock();
+            let current = draft.take().expect("a builder without options is poisoned");
+            *draft = Some(match change(current.clone()) {
+                Ok(updated) => updated,
+                Err(failure) => {
+                    *draft = Some(current);
+                    return Err(failure);
+                }
+            });
+            Ok(kcheck_status::Ok)
+        })
+    }
+}
+
 /// What every handle carries: whether a panic left it unusable, and the
 /// process that created it. A forked child inherits a copy of the handle
 /// but not the threads, connections and locks behind it.

@@ -7,8 +7,8 @@ use parking_lot::Mutex;
 
 use super::boundary::{
     boundary, boundary_value, choice, consume, into_handle, into_shared_handle, live, millis,
-    owned_string, reclaim, reclaim_shared, text, with_handle, with_shared_handle, Failure, Handle,
-    HandleState, Out, Outcome,
+    owned_string, reclaim, reclaim_shared, text, update_options, with_shared_handle, Failure,
+    Handle, HandleState, Out, Outcome,
 };
 use super::checkpointer::kcheck_checkpointer;
 use super::record::{kcheck_batch, kcheck_record};
@@ -67,21 +67,7 @@ unsafe fn update(
     builder: *const kcheck_consumer_builder,
     change: impl FnOnce(ConsumerBuilder) -> Result<ConsumerBuilder, Failure>,
 ) -> kcheck_status {
-    unsafe {
-        with_handle(builder, |builder| {
-            let mut draft = builder.draft.lock();
-            let current = draft.take().expect("a builder without options is poisoned");
-            // On a refused value the options stay as they were.
-            *draft = Some(match change(current.clone()) {
-                Ok(updated) => updated,
-                Err(failure) => {
-                    *draft = Some(current);
-                    return Err(failure);
-                }
-            });
-            Ok(kcheck_status::Ok)
-        })
-    }
+    unsafe { update_options(builder, |builder| &builder.draft, change) }
 }
 
 /// Starts a consumer of `stream_name` (a stream name or ARN) with the

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::boundary::{
     boundary, boundary_value, consume, flag, into_handle, into_shared_handle, millis, owned_string,
-    reclaim, reclaim_shared, text, with_handle, with_shared_handle, Failure, Handle, HandleState,
-    Out,
+    reclaim, reclaim_shared, text, update_options, with_shared_handle, Failure, Handle,
+    HandleState, Out,
 };
 use super::status::kcheck_status;
 use crate::error::Error;
@@ -68,21 +68,7 @@ unsafe fn update(
     builder: *const kcheck_producer_builder,
     change: impl FnOnce(ProducerBuilder) -> Result<ProducerBuilder, Failure>,
 ) -> kcheck_status {
-    unsafe {
-        with_handle(builder, |builder| {
-            let mut draft = builder.draft.lock();
-            let current = draft.take().expect("a builder without options is poisoned");
-            // On a refused value the options stay as they were.
-            *draft = Some(match change(current.clone()) {
-                Ok(updated) => updated,
-                Err(failure) => {
-                    *draft = Some(current);
-                    return Err(failure);
-                }
-            });
-            Ok(kcheck_status::Ok)
-        })
-    }
+    unsafe { update_options(builder, |builder| &builder.draft, change) }
 }
 
 /// A per-shard limit: finite and above zero.
