@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kcheck::checkpoint::{Checkpointer, LeaseScope};
-use kcheck::kinesis::{KinesisClient, PutRecordsEntry, StreamRef};
+use kcheck::kinesis::{KinesisClient, StreamRef};
 use kcheck::transport::{AwsConfig, Credentials};
-use kcheck::{Consumer, DynamoDbCheckpointer, Record};
+use kcheck::{Consumer, DynamoDbCheckpointer, Producer, Record};
 use kcheck_emulators::Emulators;
 
 type Failure = Box<dyn std::error::Error>;
@@ -74,15 +74,13 @@ fn main() -> Result<(), Failure> {
     );
 
     let started = Instant::now();
-    let records: Vec<_> = (0..total)
-        .map(|i| {
-            PutRecordsEntry::new(
-                format!("user-{}", i % 97),
-                format!("event {i}").into_bytes(),
-            )
-        })
-        .collect();
-    kinesis.put_records_all(&stream, &records)?;
+    let producer = Producer::builder(stream.as_str())
+        .aws_config(kinesis_config.clone())
+        .build()?;
+    for i in 0..total {
+        producer.put(format!("event {i}"), &format!("user-{}", i % 97), None)?;
+    }
+    producer.close()?;
     println!(
         "produced {total} records into 4 shards in {:.2?}",
         started.elapsed()

@@ -244,6 +244,18 @@ typedef struct kcheck_producer_builder kcheck_producer_builder;
 typedef struct kcheck_record kcheck_record;
 
 /**
+ * A running DynamoDB writer. Shared by the caller and every call in
+ * flight (an `Arc` behind the pointer): freeing it while another thread's
+ * call is still running drops only the caller's reference.
+ */
+typedef struct kcheck_writer kcheck_writer;
+
+/**
+ * Options of a DynamoDB writer being built.
+ */
+typedef struct kcheck_writer_builder kcheck_writer_builder;
+
+/**
  * Receives one log record: `level` is a `kcheck_log_level`, `target` the
  * kcheck module (e.g. "kcheck::consumer::keeper"), `message` the text. Both
  * strings are NUL-terminated and valid only during the call.
@@ -912,6 +924,19 @@ kcheck_status kcheck_producer_builder_set_aggregate(kcheck_producer_builder *bui
                                                     uint32_t aggregate);
 
 /**
+ * How often the shard map is read again even when nothing suggests a
+ * resharding [60 000 ms]; at least 1 (0 is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`).
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_producer_builder_set_shard_refresh_interval_ms(kcheck_producer_builder *builder,
+                                                                    uint64_t milliseconds);
+
+/**
  * Consumes the builder, whether or not it succeeds, and starts the
  * producer: checks the options, reads the stream's shards (failing at
  * once on a missing stream or missing permissions) and starts the sending
@@ -1146,6 +1171,297 @@ void kcheck_batch_free(kcheck_batch *batch);
  * Thread safety: may be called from any thread at any time.
  */
 const char *kcheck_status_name(uint32_t status);
+
+/**
+ * Starts a writer whose default table is `table_name`, with the defaults:
+ * the table unpaced, 4 threads, 25 writes per BatchWriteItem, 10 000
+ * writes queued, 50 ms buffer time.
+ *
+ * # Safety
+ * `table_name` is NULL or a NUL-terminated string; `out` is NULL or
+ * writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_writer_builder_new(const char *table_name, kcheck_writer_builder **out);
+
+/**
+ * The default table's pace in write units a second (one unit per started
+ * KB of an item); 0 is unlimited [unlimited]. A negative, infinite or NaN
+ * value is `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_write_capacity(kcheck_writer_builder *builder,
+                                                       double units_per_second);
+
+/**
+ * Another table with its own pace in write units a second; 0 is
+ * unlimited. Naming a table again replaces its pace (naming the default
+ * table sets its pace). Tables never named can still be written to,
+ * unpaced. Build reads every named table's key, failing on a missing one.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `table_name` is NULL or a
+ * NUL-terminated string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_add_table(kcheck_writer_builder *builder,
+                                              const char *table_name,
+                                              double write_capacity);
+
+/**
+ * Worker threads sending batches, 1 to 64 [4]; checked by
+ * `kcheck_writer_builder_build`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_threads(kcheck_writer_builder *builder, uint32_t threads);
+
+/**
+ * Writes per BatchWriteItem call, 1 to 25 [25]; checked by
+ * `kcheck_writer_builder_build`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_batch_size(kcheck_writer_builder *builder, uint32_t size);
+
+/**
+ * Writes put but not yet settled before `kcheck_writer_put` waits
+ * [10 000]; at least 1, checked by `kcheck_writer_builder_build`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_max_queue_size(kcheck_writer_builder *builder, size_t size);
+
+/**
+ * The longest a write waits for others to fill its batch [50 ms].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_buffer_time_ms(kcheck_writer_builder *builder,
+                                                       uint64_t milliseconds);
+
+/**
+ * The DynamoDB endpoint, e.g. a local emulator [resolved as the AWS SDKs
+ * do].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_endpoint_url(kcheck_writer_builder *builder,
+                                                     const char *url);
+
+/**
+ * The DynamoDB region [AWS_DEFAULT_REGION, the profile, or us-east-1].
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `region` is NULL or a
+ * NUL-terminated string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_writer_builder_set_region_name(kcheck_writer_builder *builder,
+                                                    const char *region);
+
+/**
+ * Consumes the builder, whether or not it succeeds, and starts the
+ * writer: checks the options, reads every named table's key (failing at
+ * once on a missing table or missing permissions) and starts the worker
+ * threads. Free the writer with `kcheck_writer_free`.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards; `out` is NULL
+ * or writable.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+kcheck_status kcheck_writer_builder_build(kcheck_writer_builder *builder, kcheck_writer **out);
+
+/**
+ * Frees a builder that was not built. NULL does nothing.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder, not used afterwards.
+ *
+ * Thread safety: no other call may use the builder at the same time.
+ */
+void kcheck_writer_builder_free(kcheck_writer_builder *builder);
+
+/**
+ * Queues a put of an item given as DynamoDB JSON (`item_json_len` bytes of UTF-8 at
+ * `item_json`, e.g. `{"pk":{"S":"a"},"n":{"N":"1"}}`) into `table_name`,
+ * or into the default table when `table_name` is NULL, and writes its
+ * ticket (increasing from 0 in put order) to `out_ticket`. A table not
+ * named in the builder is written unpaced; its key is read on first use.
+ * Waits while the queue is full: `KCHECK_STATUS_TIMED_OUT` when it stays
+ * full for `timeout_ms` (a timeout too large to represent, such as
+ * `UINT64_MAX`, waits without limit). JSON that is not an item, an item
+ * without the table's key or of the wrong key type, or over 400 KB is
+ * `KCHECK_STATUS_INVALID_ARGUMENT` (the message shows the item); a
+ * missing table is `KCHECK_STATUS_SERVICE_ERROR`; after
+ * `kcheck_writer_close`, `KCHECK_STATUS_CLOSED`. `out_ticket` is written
+ * only on success.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `table_name` is NULL or a
+ * NUL-terminated string; `item_json` is NULL or readable for
+ * `item_json_len` bytes; `out_ticket` is NULL or writable.
+ *
+ * Thread safety: any number of threads may write at once.
+ */
+kcheck_status kcheck_writer_put(const kcheck_writer *writer,
+                                const char *table_name,
+                                const uint8_t *item_json,
+                                size_t item_json_len,
+                                uint64_t timeout_ms,
+                                uint64_t *out_ticket);
+
+/**
+ * Queues a delete of the item whose primary key (only the key
+ * attributes) is given as DynamoDB JSON at `key_json`, from `table_name`
+ * or the default table when NULL; otherwise as `kcheck_writer_put`. Two
+ * writes of one key reach DynamoDB in the order they were queued.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `table_name` is NULL or a
+ * NUL-terminated string; `key_json` is NULL or readable for
+ * `key_json_len` bytes; `out_ticket` is NULL or writable.
+ *
+ * Thread safety: any number of threads may write at once.
+ */
+kcheck_status kcheck_writer_delete(const kcheck_writer *writer,
+                                   const char *table_name,
+                                   const uint8_t *key_json,
+                                   size_t key_json_len,
+                                   uint64_t timeout_ms,
+                                   uint64_t *out_ticket);
+
+/**
+ * Returns once every write queued before the call is settled, or after
+ * `timeout_ms` with `KCHECK_STATUS_TIMED_OUT` (the writes stay queued; a
+ * timeout too large to represent waits without limit). When writes failed
+ * for good since the last flush, returns the status of the first failure
+ * (usually `KCHECK_STATUS_SERVICE_ERROR`) with a message naming how many
+ * failed, their tickets and the first one's table and item;
+ * `kcheck_writer_take_failures_json` has them.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer.
+ *
+ * Thread safety: any thread, also while others write.
+ */
+kcheck_status kcheck_writer_flush(const kcheck_writer *writer, uint64_t timeout_ms);
+
+/**
+ * Refuses further writes (they return `KCHECK_STATUS_CLOSED`), waits
+ * until every write is settled (call `kcheck_writer_flush` first to bound
+ * the wait) and stops the worker threads. Reports failures as
+ * `kcheck_writer_flush` does. Idempotent.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer.
+ *
+ * Thread safety: any thread. In a process forked from the one that built
+ * the writer: `KCHECK_STATUS_FORKED`, and nothing is written.
+ */
+kcheck_status kcheck_writer_close(const kcheck_writer *writer);
+
+/**
+ * Where the write of `ticket` stands, written to `out_status` as a
+ * `kcheck_record_status` (ACCEPTED: written to DynamoDB). A ticket this
+ * writer never issued is `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `out_status` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_writer_record_status(const kcheck_writer *writer,
+                                          uint64_t ticket,
+                                          kcheck_record_status *out_status);
+
+/**
+ * The lowest ticket not written yet, written to `out_ticket`: every write
+ * before it was applied (the next ticket to be issued when all were). A
+ * write that failed for good holds it back for ever, so a host that
+ * checkpoints up to it never counts derived writes that failed as done.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `out_ticket` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_writer_first_unwritten(const kcheck_writer *writer, uint64_t *out_ticket);
+
+/**
+ * The writer's counters as a JSON object: `table` (the default table),
+ * items_put, items_written, items_failed, write_units, throttles,
+ * retries, requests, queue_depth, units_per_second, and `tables`: an
+ * array with one object per table written to, the default table first
+ * (table, write_capacity or null when unlimited, items_written,
+ * write_units, throttles, retries, requests, queue_depth,
+ * units_per_second). Free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_writer_stats_json(const kcheck_writer *writer, char **out);
+
+/**
+ * The writes that failed for good since the last call, in ticket order,
+ * as JSON lines (one object per line, each ending in a newline; an empty
+ * string when none): `ticket`, `table`, `request` (the write as
+ * BatchWriteItem's DynamoDB JSON: `{"PutRequest":{"Item":{...}}}` or
+ * `{"DeleteRequest":{"Key":{...}}}`), `status` (the name of the status
+ * the error maps to, e.g. "KCHECK_STATUS_SERVICE_ERROR") and `error` (its
+ * message). A later flush no longer reports them; their record status
+ * stays failed. Free the string with `kcheck_string_free`.
+ *
+ * # Safety
+ * `writer` is NULL or a live writer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread; each failure goes to one caller.
+ */
+kcheck_status kcheck_writer_take_failures_json(const kcheck_writer *writer, char **out);
+
+/**
+ * Frees the writer without waiting for what is queued: further writes
+ * are refused and the worker threads go on writing the queued items in
+ * the background while the process runs. Call `kcheck_writer_close`
+ * first to wait for them and hear of failures. NULL does nothing. In a
+ * process forked from the one that built the writer, does nothing: its
+ * threads and connections are the parent's (its memory is not reclaimed
+ * in the child).
+ *
+ * # Safety
+ * `writer` is NULL or a live writer, not used afterwards.
+ *
+ * Thread safety: calls that other threads started before keep the writer
+ * alive until they return; no call may start after free.
+ */
+void kcheck_writer_free(kcheck_writer *writer);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,16 +12,20 @@ pub mod error;
 #[allow(unsafe_code, non_camel_case_types)]
 pub mod ffi;
 pub mod kinesis;
+pub mod pipeline;
 pub mod producer;
 mod random;
 pub mod rate;
+mod tickets;
 pub mod transport;
+pub mod writer;
 
 pub use checkpoint::{Checkpointer, DynamoDbCheckpointer, MemoryCheckpointer};
 pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, Record};
 pub use error::{Error, ErrorCode, Result};
 pub use producer::{Producer, ProducerBuilder};
 pub use transport::{AwsConfig, Credentials, Environment, RetryPolicy};
+pub use writer::{DynamoDbWriter, DynamoDbWriterBuilder};
 
 /// The crate version, e.g. `0.1.0`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

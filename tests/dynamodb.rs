@@ -20,18 +20,6 @@ fn client() -> DynamoDbClient {
     DynamoDbClient::new(&support::dynamodb_config()).unwrap()
 }
 
-/// A fresh active table keyed by `pk` (S), plus `sk` (N) when `sorted`.
-fn new_table(client: &DynamoDbClient, sorted: bool) -> String {
-    let name = support::unique_name("tbl");
-    let mut request = CreateTableRequest::new(&name, "pk", ScalarAttributeType::S);
-    if sorted {
-        request = request.range_key("sk", ScalarAttributeType::N);
-    }
-    client.create_table(&request).unwrap();
-    client.wait_for_table_active(&name, WAIT).unwrap();
-    name
-}
-
 fn key(pk: &str) -> Item {
     item([("pk", AttributeValue::s(pk))])
 }
@@ -160,7 +148,7 @@ fn a_missing_table_is_resource_not_found_naming_the_operation() {
 #[test]
 fn time_to_live_is_updated_and_described() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let before = client
         .describe_time_to_live(&TableRequest::new(&table))
         .unwrap()
@@ -194,7 +182,7 @@ fn time_to_live_is_updated_and_described() {
 #[test]
 fn put_get_and_update_items() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let stored = item([
         ("pk", AttributeValue::s("lease-1")),
         ("counter", AttributeValue::n(7)),
@@ -278,7 +266,7 @@ fn put_get_and_update_items() {
 #[test]
 fn failed_conditions_return_the_current_item() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let lease = item([
         ("pk", AttributeValue::s("lease")),
         ("counter", AttributeValue::n(1)),
@@ -333,7 +321,7 @@ fn failed_conditions_return_the_current_item() {
 #[test]
 fn deletes_honour_their_condition() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let lease = item([
         ("pk", AttributeValue::s("x")),
         ("owner", AttributeValue::s("a")),
@@ -389,7 +377,7 @@ fn sort_keys(items: &[Item]) -> Vec<u64> {
 #[test]
 fn queries_page_through_a_partition() {
     let client = client();
-    let table = new_table(&client, true);
+    let table = support::create_table(&client, true);
     fill_partition(&client, &table, "p", 57);
     fill_partition(&client, &table, "q", 10);
     let request = QueryRequest::new(&table, "#k = :p")
@@ -444,7 +432,7 @@ fn queries_page_through_a_partition() {
 #[test]
 fn scans_page_through_a_table() {
     let client = client();
-    let table = new_table(&client, true);
+    let table = support::create_table(&client, true);
     fill_partition(&client, &table, "a", 23);
     fill_partition(&client, &table, "b", 31);
 
@@ -497,7 +485,7 @@ fn scans_page_through_a_table() {
 #[test]
 fn batch_writes_chunk_puts_and_deletes() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let name = |i: usize| format!("item-{i:03}");
     client
         .batch_write_all(
@@ -546,7 +534,7 @@ fn batch_writes_chunk_puts_and_deletes() {
 #[test]
 fn transactions_commit_or_report_why_not() {
     let client = client();
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     let lease = item([
         ("pk", AttributeValue::s("lease")),
         ("owner", AttributeValue::s("a")),
@@ -618,7 +606,7 @@ fn clients_are_shared_across_threads() {
     let client = client();
     send_sync(&client);
     assert!(client.endpoint().starts_with("http://127.0.0.1:"));
-    let table = new_table(&client, false);
+    let table = support::create_table(&client, false);
     std::thread::scope(|scope| {
         for _ in 0..4 {
             let (client, table) = (client.clone(), &table);

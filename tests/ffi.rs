@@ -1,7 +1,7 @@
 //! The C ABI called directly from Rust: argument checks, out-params left
 //! untouched on error, `_free(NULL)`, double close, per-thread last errors,
 //! and a consumer driven end to end through the extern functions against
-//! the emulators; the producer likewise.
+//! the emulators; the producer and the DynamoDB writer likewise.
 
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
@@ -1157,4 +1157,653 @@ fn put_and_flush_time_out_while_the_buffer_cannot_drain() {
         kcheck_status::Ok
     );
     unsafe { kcheck_producer_free(producer) };
+}
+
+// ---- the DynamoDB writer ----
+
+fn writer_builder_for(table: &str) -> *mut kcheck_writer_builder {
+    let mut builder = ptr::null_mut();
+    let name = c(table);
+    assert_eq!(
+        unsafe { kcheck_writer_builder_new(name.as_ptr(), &mut builder) },
+        kcheck_status::Ok
+    );
+    builder
+}
+
+/// A writer whose default table is `table`, plus `others` with their
+/// paces (0: unlimited), built through the C ABI against the emulator.
+fn ffi_writer(table: &str, others: &[(&str, f64)]) -> *mut kcheck_writer {
+    with_test_credentials();
+    let builder = writer_builder_for(table);
+    let url = c(&emulators().dynamodb_url());
+    let mut writer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_writer_builder_set_endpoint_url(builder, url.as_ptr()),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_writer_builder_set_buffer_time_ms(builder, 20),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_writer_builder_set_threads(builder, 2),
+            kcheck_status::Ok
+        );
+        for (name, capacity) in others {
+            let name = c(name);
+            assert_eq!(
+                kcheck_writer_builder_add_table(builder, name.as_ptr(), *capacity),
+                kcheck_status::Ok,
+                "{}",
+                last_error()
+            );
+        }
+        let status = kcheck_writer_builder_build(builder, &mut writer);
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    }
+    writer
+}
+
+/// Calls `kcheck_writer_put` (or `_delete`) with `json`; the ticket, or
+/// the status (checking that the ticket was left alone).
+fn write_json(
+    writer: *const kcheck_writer,
+    table: Option<&str>,
+    json: &str,
+    delete: bool,
+) -> Result<u64, kcheck_status> {
+    let table = table.map(c);
+    let table_ptr = table.as_ref().map_or(ptr::null(), |t| t.as_ptr());
+    let call = if delete {
+        kcheck_writer_delete
+    } else {
+        kcheck_writer_put
+    };
+    let mut ticket = SENTINEL as u64;
+    let status = unsafe {
+        call(
+            writer,
+            table_ptr,
+            json.as_ptr(),
+            json.len(),
+            10_000,
+            &mut ticket,
+        )
+    };
+    match status {
+        kcheck_status::Ok => Ok(ticket),
+        other => {
+            assert_eq!(ticket, SENTINEL as u64, "out_ticket written on failure");
+            Err(other)
+        }
+    }
+}
+
+fn writer_json(
+    writer: *const kcheck_writer,
+    call: unsafe extern "C" fn(*const kcheck_writer, *mut *mut c_char) -> kcheck_status,
+) -> String {
+    let mut json = ptr::null_mut();
+    assert_eq!(unsafe { call(writer, &mut json) }, kcheck_status::Ok);
+    take_string(json)
+}
+
+fn write_status(writer: *const kcheck_writer, ticket: u64) -> kcheck_record_status {
+    let mut status = kcheck_record_status::Pending;
+    assert_eq!(
+        unsafe { kcheck_writer_record_status(writer, ticket, &mut status) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    status
+}
+
+/// Every item of `table`, as DynamoDB JSON values sorted by their text.
+fn scan_table(table: &str) -> Vec<serde_json::Value> {
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let items = client
+        .scan_all(&kcheck::dynamodb::ScanRequest::new(table), None)
+        .unwrap();
+    let mut values: Vec<serde_json::Value> = items
+        .iter()
+        .map(|item| serde_json::to_value(item).unwrap())
+        .collect();
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+#[test]
+fn writer_calls_refuse_null_and_bad_arguments_and_leave_out_params_untouched() {
+    let invalid = [0x66u8, 0xff, 0xfe, 0];
+    let mut builder: *mut kcheck_writer_builder = sentinel();
+    unsafe {
+        assert_eq!(
+            kcheck_writer_builder_new(ptr::null(), &mut builder),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "table_name is NULL");
+        assert_eq!(
+            kcheck_writer_builder_new(invalid.as_ptr().cast(), &mut builder),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(
+            kcheck_writer_builder_new(c"".as_ptr(), &mut builder),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "table_name is empty");
+        assert_eq!(builder as usize, SENTINEL);
+        assert_eq!(
+            kcheck_writer_builder_new(c"t".as_ptr(), ptr::null_mut()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "out is NULL");
+        assert_eq!(
+            kcheck_writer_builder_set_threads(ptr::null_mut(), 1),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "writer builder is NULL");
+
+        let builder = writer_builder_for("t");
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            assert_eq!(
+                kcheck_writer_builder_set_write_capacity(builder, bad),
+                kcheck_status::InvalidArgument
+            );
+            assert!(last_error().contains("write_capacity"), "{}", last_error());
+            assert_eq!(
+                kcheck_writer_builder_add_table(builder, c"u".as_ptr(), bad),
+                kcheck_status::InvalidArgument
+            );
+            assert!(
+                last_error().contains("write_capacity of table u"),
+                "{}",
+                last_error()
+            );
+        }
+        assert_eq!(
+            kcheck_writer_builder_add_table(builder, ptr::null(), 1.0),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "table_name is NULL");
+        assert_eq!(
+            kcheck_writer_builder_add_table(builder, c"".as_ptr(), 1.0),
+            kcheck_status::InvalidArgument
+        );
+        // 0 is unlimited, for the default table too.
+        assert_eq!(
+            kcheck_writer_builder_set_write_capacity(builder, 0.0),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_writer_builder_add_table(builder, c"u".as_ptr(), 0.0),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_writer_builder_set_region_name(builder, invalid.as_ptr().cast()),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(
+            kcheck_writer_builder_set_endpoint_url(builder, ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "endpoint_url is NULL");
+        // Build consumes the builder even when an option is bad.
+        assert_eq!(
+            kcheck_writer_builder_set_batch_size(builder, 26),
+            kcheck_status::Ok
+        );
+        let mut writer: *mut kcheck_writer = sentinel();
+        assert_eq!(
+            kcheck_writer_builder_build(builder, &mut writer),
+            kcheck_status::InvalidConfig
+        );
+        assert!(last_error().contains("batch_size"), "{}", last_error());
+        assert_eq!(writer as usize, SENTINEL);
+        assert_eq!(
+            kcheck_writer_builder_build(ptr::null_mut(), &mut writer),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(writer as usize, SENTINEL);
+        for (option, set) in [
+            (
+                "threads",
+                kcheck_writer_builder_set_threads
+                    as unsafe extern "C" fn(*mut kcheck_writer_builder, u32) -> kcheck_status,
+            ),
+            ("batch_size", kcheck_writer_builder_set_batch_size),
+        ] {
+            let builder = writer_builder_for("t");
+            assert_eq!(set(builder, 0), kcheck_status::Ok);
+            assert_eq!(
+                kcheck_writer_builder_build(builder, &mut writer),
+                kcheck_status::InvalidConfig
+            );
+            assert!(last_error().contains(option), "{}", last_error());
+        }
+        let builder = writer_builder_for("t");
+        assert_eq!(
+            kcheck_writer_builder_set_max_queue_size(builder, 0),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_writer_builder_build(builder, &mut writer),
+            kcheck_status::InvalidConfig
+        );
+        assert!(last_error().contains("max_queue_size"), "{}", last_error());
+        assert_eq!(writer as usize, SENTINEL);
+
+        let mut ticket = SENTINEL as u64;
+        assert_eq!(
+            kcheck_writer_put(
+                ptr::null(),
+                ptr::null(),
+                c"{}".as_ptr().cast(),
+                2,
+                0,
+                &mut ticket
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "writer is NULL");
+        assert_eq!(
+            kcheck_writer_delete(
+                ptr::null(),
+                ptr::null(),
+                c"{}".as_ptr().cast(),
+                2,
+                0,
+                &mut ticket
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_writer_first_unwritten(ptr::null(), &mut ticket),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(ticket, SENTINEL as u64);
+        assert_eq!(
+            kcheck_writer_flush(ptr::null(), 0),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_writer_close(ptr::null()),
+            kcheck_status::InvalidArgument
+        );
+        let mut json: *mut c_char = sentinel();
+        assert_eq!(
+            kcheck_writer_stats_json(ptr::null(), &mut json),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_writer_take_failures_json(ptr::null(), &mut json),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(json as usize, SENTINEL);
+        let mut status = kcheck_record_status::Accepted;
+        assert_eq!(
+            kcheck_writer_record_status(ptr::null(), 0, &mut status),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(status, kcheck_record_status::Accepted);
+
+        kcheck_writer_builder_free(ptr::null_mut());
+        kcheck_writer_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn the_producer_shard_refresh_interval_is_set_and_checked() {
+    let builder = producer_builder_for("stream");
+    unsafe {
+        assert_eq!(
+            kcheck_producer_builder_set_shard_refresh_interval_ms(builder, 0),
+            kcheck_status::InvalidArgument
+        );
+        assert!(
+            last_error().contains("shard_refresh_interval"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_shard_refresh_interval_ms(builder, 5_000),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_producer_builder_set_shard_refresh_interval_ms(ptr::null_mut(), 5_000),
+            kcheck_status::InvalidArgument
+        );
+        kcheck_producer_builder_free(builder);
+    }
+    // A producer built with it runs.
+    let (_kinesis, stream) = create_stream(1);
+    with_test_credentials();
+    let builder = producer_builder_for(stream.as_str());
+    let url = c(&emulators().kinesis_url());
+    let mut producer = ptr::null_mut();
+    unsafe {
+        kcheck_producer_builder_set_endpoint_url(builder, url.as_ptr());
+        kcheck_producer_builder_set_buffer_time_ms(builder, 20);
+        kcheck_producer_builder_set_shard_refresh_interval_ms(builder, 100);
+        assert_eq!(
+            kcheck_producer_builder_build(builder, &mut producer),
+            kcheck_status::Ok,
+            "{}",
+            last_error()
+        );
+    }
+    assert_eq!(put(producer, "x", "k"), Ok(0));
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 30_000) },
+        kcheck_status::Ok
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&producer_json(producer, kcheck_producer_stats_json)).unwrap();
+    assert!(
+        stats["shard_map_refreshes"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    unsafe {
+        assert_eq!(kcheck_producer_close(producer), kcheck_status::Ok);
+        kcheck_producer_free(producer);
+    }
+}
+
+#[test]
+fn a_missing_table_fails_the_writer_build_with_the_service_status() {
+    with_test_credentials();
+    let builder = writer_builder_for("no-such-table-for-the-writer");
+    let url = c(&emulators().dynamodb_url());
+    let mut writer: *mut kcheck_writer = sentinel();
+    unsafe {
+        kcheck_writer_builder_set_endpoint_url(builder, url.as_ptr());
+        assert_eq!(
+            kcheck_writer_builder_build(builder, &mut writer),
+            kcheck_status::ServiceError
+        );
+    }
+    assert_eq!(writer as usize, SENTINEL);
+    assert!(
+        last_error().contains("ResourceNotFound"),
+        "{}",
+        last_error()
+    );
+}
+
+#[test]
+fn writer_items_are_checked_and_refusals_name_what_was_wrong() {
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let table = create_table(&client, true);
+    let writer = ffi_writer(&table, &[]);
+    let invalid = [b'"', 0xff, b'"'];
+    let mut ticket = SENTINEL as u64;
+    unsafe {
+        assert_eq!(
+            kcheck_writer_put(writer, ptr::null(), ptr::null(), 0, 0, &mut ticket),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "item_json is NULL");
+        assert_eq!(
+            kcheck_writer_delete(writer, ptr::null(), ptr::null(), 0, 0, &mut ticket),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "key_json is NULL");
+        assert_eq!(
+            kcheck_writer_put(writer, ptr::null(), invalid.as_ptr(), 3, 0, &mut ticket),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(last_error(), "item_json is not valid UTF-8");
+        let json = r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#;
+        assert_eq!(
+            kcheck_writer_put(
+                writer,
+                invalid.as_ptr().cast(),
+                json.as_ptr(),
+                json.len(),
+                0,
+                &mut ticket
+            ),
+            kcheck_status::InvalidUtf8
+        );
+        assert_eq!(last_error(), "table_name is not valid UTF-8");
+        assert_eq!(
+            kcheck_writer_put(
+                writer,
+                ptr::null(),
+                json.as_ptr(),
+                json.len(),
+                0,
+                ptr::null_mut()
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "out_ticket is NULL");
+    }
+    assert_eq!(ticket, SENTINEL as u64);
+
+    let refused = |json: &str, delete: bool| {
+        assert_eq!(
+            write_json(writer, None, json, delete),
+            Err(kcheck_status::InvalidArgument),
+            "{json}"
+        );
+        last_error()
+    };
+    let message = refused(r#"{"pk":{"S":"a"},"#, false);
+    assert!(
+        message.starts_with("item_json is not valid JSON"),
+        "{message}"
+    );
+    let message = refused(r#"[{"pk":{"S":"a"}}]"#, false);
+    assert!(message.contains("must be a JSON object"), "{message}");
+    let message = refused(r#"{"pk":"a","sk":{"N":"1"}}"#, false);
+    assert!(message.contains("not a DynamoDB item"), "{message}");
+    let message = refused(r#"{"pk":{"X":"a"},"sk":{"N":"1"}}"#, false);
+    assert!(message.contains("not a DynamoDB item"), "{message}");
+    assert!(message.contains("unknown variant `X`"), "{message}");
+    let message = refused(r#"{"pk":{"S":"a"}}"#, true);
+    assert!(
+        message.contains("the key attribute sk is missing"),
+        "{message}"
+    );
+    // The table refuses an item without its key; the message shows the item.
+    let message = refused(r#"{"pk":{"S":"a"},"colour":{"S":"teal"}}"#, false);
+    assert!(
+        message.contains("the key attribute sk is missing"),
+        "{message}"
+    );
+    assert!(message.contains(&table), "{message}");
+    assert!(message.contains("teal"), "{message}");
+    let message = refused(r#"{"pk":{"N":"1"},"sk":{"N":"1"}}"#, false);
+    assert!(message.contains("pk must be of type S"), "{message}");
+    let message = refused(r#"{"pk":{"S":"a"},"sk":{"N":"1"},"v":{"S":"x"}}"#, true);
+    assert!(message.contains("names only the key"), "{message}");
+    // A table never named: its key is read on first use; a missing one fails.
+    assert_eq!(
+        write_json(writer, Some("no-such-table"), r#"{"pk":{"S":"a"}}"#, false),
+        Err(kcheck_status::ServiceError)
+    );
+    assert!(
+        last_error().contains("ResourceNotFound"),
+        "{}",
+        last_error()
+    );
+    // Nothing was queued by the refusals.
+    assert_eq!(
+        write_json(writer, None, r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#, false),
+        Ok(0)
+    );
+    unsafe {
+        assert_eq!(kcheck_writer_close(writer), kcheck_status::Ok);
+        kcheck_writer_free(writer);
+    }
+}
+
+#[test]
+fn a_writer_runs_end_to_end_through_the_c_abi() {
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let main = create_table(&client, false);
+    let sorted = create_table(&client, true);
+    let writer = ffi_writer(&main, &[(&sorted, 200.0)]);
+    let mut tickets = Vec::new();
+    for n in 0..30 {
+        let item = format!(r#"{{"pk":{{"S":"item-{n}"}},"n":{{"N":"{n}"}}}}"#);
+        tickets.push(write_json(writer, None, &item, false).unwrap());
+        let item = format!(r#"{{"pk":{{"S":"p"}},"sk":{{"N":"{n}"}},"b":{{"B":"AAE="}}}}"#);
+        tickets.push(write_json(writer, Some(&sorted), &item, false).unwrap());
+    }
+    assert_eq!(tickets, (0..60).collect::<Vec<u64>>());
+    // A delete of a key put before it lands after the put.
+    assert_eq!(
+        write_json(writer, Some(&main), r#"{"pk":{"S":"item-0"}}"#, true),
+        Ok(60)
+    );
+    assert_eq!(
+        unsafe { kcheck_writer_flush(writer, 30_000) },
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    for ticket in 0..=60 {
+        assert_eq!(write_status(writer, ticket), kcheck_record_status::Accepted);
+    }
+    let mut status = kcheck_record_status::Failed;
+    assert_eq!(
+        unsafe { kcheck_writer_record_status(writer, 61, &mut status) },
+        kcheck_status::InvalidArgument
+    );
+    assert_eq!(status, kcheck_record_status::Failed);
+    let mut first = SENTINEL as u64;
+    assert_eq!(
+        unsafe { kcheck_writer_first_unwritten(writer, &mut first) },
+        kcheck_status::Ok
+    );
+    assert_eq!(first, 61);
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&writer_json(writer, kcheck_writer_stats_json)).unwrap();
+    assert_eq!(stats["table"], main.as_str(), "{stats}");
+    assert_eq!(stats["items_put"], 61, "{stats}");
+    assert_eq!(stats["items_written"], 61, "{stats}");
+    assert_eq!(stats["items_failed"], 0, "{stats}");
+    assert_eq!(stats["queue_depth"], 0, "{stats}");
+    assert!(stats["write_units"].as_f64().unwrap() >= 61.0, "{stats}");
+    let tables = stats["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2, "{stats}");
+    assert_eq!(tables[0]["table"], main.as_str());
+    assert_eq!(tables[0]["write_capacity"], serde_json::Value::Null);
+    assert_eq!(tables[0]["items_written"], 31);
+    assert_eq!(tables[1]["table"], sorted.as_str());
+    assert_eq!(tables[1]["write_capacity"], 200.0);
+    assert_eq!(tables[1]["items_written"], 30);
+    assert_eq!(writer_json(writer, kcheck_writer_take_failures_json), "");
+
+    // Each item landed exactly once, as written.
+    let items = scan_table(&main);
+    assert_eq!(items.len(), 29);
+    assert!(!items.iter().any(|i| i["pk"]["S"] == "item-0"));
+    assert!(items.contains(&serde_json::json!({"pk": {"S": "item-7"}, "n": {"N": "7"}})));
+    let items = scan_table(&sorted);
+    assert_eq!(items.len(), 30);
+    assert!(items
+        .contains(&serde_json::json!({"pk": {"S": "p"}, "sk": {"N": "29"}, "b": {"B": "AAE="}})));
+
+    // Close writes what is queued, then refuses writes.
+    assert_eq!(
+        write_json(writer, None, r#"{"pk":{"S":"at-close"}}"#, false),
+        Ok(61)
+    );
+    assert_eq!(unsafe { kcheck_writer_close(writer) }, kcheck_status::Ok);
+    assert_eq!(write_status(writer, 61), kcheck_record_status::Accepted);
+    assert_eq!(scan_table(&main).len(), 30);
+    assert_eq!(
+        write_json(writer, None, r#"{"pk":{"S":"late"}}"#, false),
+        Err(kcheck_status::Closed)
+    );
+    assert!(last_error().contains("closed"), "{}", last_error());
+    assert_eq!(
+        write_json(
+            writer,
+            Some(&sorted),
+            r#"{"pk":{"S":"p"},"sk":{"N":"1"}}"#,
+            true
+        ),
+        Err(kcheck_status::Closed)
+    );
+    assert_eq!(unsafe { kcheck_writer_close(writer) }, kcheck_status::Ok);
+    assert_eq!(
+        unsafe { kcheck_writer_flush(writer, 1_000) },
+        kcheck_status::Ok
+    );
+    unsafe { kcheck_writer_free(writer) };
+}
+
+#[test]
+fn writes_failing_for_good_are_named_by_flush_and_taken_as_json_lines() {
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let table = create_table(&client, false);
+    let writer = ffi_writer(&table, &[]);
+    assert_eq!(
+        write_json(writer, None, r#"{"pk":{"S":"before"}}"#, false),
+        Ok(0)
+    );
+    assert_eq!(
+        unsafe { kcheck_writer_flush(writer, 30_000) },
+        kcheck_status::Ok
+    );
+    client
+        .delete_table(&kcheck::dynamodb::TableRequest::new(&table))
+        .unwrap();
+    assert_eq!(
+        write_json(
+            writer,
+            None,
+            r#"{"pk":{"S":"after-0"},"n":{"N":"1"}}"#,
+            false
+        ),
+        Ok(1)
+    );
+    assert_eq!(
+        write_json(writer, None, r#"{"pk":{"S":"after-1"}}"#, true),
+        Ok(2)
+    );
+    let status = unsafe { kcheck_writer_flush(writer, 30_000) };
+    assert_eq!(status, kcheck_status::ServiceError, "{}", last_error());
+    let message = last_error();
+    assert!(message.contains("2 writes failed"), "{message}");
+    assert!(message.contains("after-0"), "{message}");
+    assert_eq!(write_status(writer, 0), kcheck_record_status::Accepted);
+    assert_eq!(write_status(writer, 1), kcheck_record_status::Failed);
+
+    let lines = writer_json(writer, kcheck_writer_take_failures_json);
+    let failures: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(failures.len(), 2, "{lines}");
+    assert_eq!(failures[0]["ticket"], 1);
+    assert_eq!(failures[0]["table"], table.as_str());
+    assert_eq!(
+        failures[0]["request"],
+        serde_json::json!({"PutRequest": {"Item": {"pk": {"S": "after-0"}, "n": {"N": "1"}}}})
+    );
+    assert_eq!(
+        failures[1]["request"],
+        serde_json::json!({"DeleteRequest": {"Key": {"pk": {"S": "after-1"}}}})
+    );
+    assert_eq!(failures[0]["status"], "KCHECK_STATUS_SERVICE_ERROR");
+    assert!(failures[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ResourceNotFound"));
+    assert_eq!(writer_json(writer, kcheck_writer_take_failures_json), "");
+    let stats: serde_json::Value =
+        serde_json::from_str(&writer_json(writer, kcheck_writer_stats_json)).unwrap();
+    assert_eq!(stats["items_failed"], 2, "{stats}");
+    // Reported once: close has nothing left to report.
+    assert_eq!(unsafe { kcheck_writer_close(writer) }, kcheck_status::Ok);
+    unsafe { kcheck_writer_free(writer) };
 }

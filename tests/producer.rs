@@ -21,7 +21,7 @@ use kcheck::transport::{AwsConfig, Credentials, Environment, RetryPolicy};
 use kcheck::{Error, ErrorCode, Producer};
 use kcheck_emulators::{Emulators, Options};
 use serde_json::{json, Value};
-use stub_server::{forward, StubRequest, StubResponse, StubServer};
+use stub_server::{forward, StubResponse, StubServer};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -131,7 +131,7 @@ fn entry_fault_proxy(upstream: String, fault: Arc<EntryFault>) -> StubServer {
         let mut results = Vec::new();
         if !passed.is_empty() {
             body["Records"] = Value::Array(passed);
-            let answer = match forward(&upstream, &with_body(request, &body)) {
+            let answer = match forward(&upstream, &request.with_body(&body)) {
                 StubResponse::Full {
                     status: 200, body, ..
                 } => body,
@@ -162,22 +162,6 @@ fn entry_fault_proxy(upstream: String, fault: Arc<EntryFault>) -> StubServer {
 }
 
 /// `request` with another JSON body (and its length).
-fn with_body(request: &StubRequest, body: &Value) -> StubRequest {
-    let body = serde_json::to_vec(body).unwrap();
-    let mut headers: Vec<(String, String)> = request
-        .headers
-        .iter()
-        .filter(|(name, _)| name != "content-length")
-        .cloned()
-        .collect();
-    headers.push(("content-length".into(), body.len().to_string()));
-    StubRequest {
-        method: request.method.clone(),
-        path: request.path.clone(),
-        headers,
-        body,
-    }
-}
 
 #[test]
 fn every_record_is_stored_once_in_order_per_partition_key() {

@@ -20,7 +20,7 @@ use crate::dynamodb::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::kinesis::IteratorPosition;
-use crate::transport::AwsConfig;
+use crate::transport::ClientSettings;
 
 const SHARD_END: &str = "SHARD_END";
 /// How long `prepare` waits for a new table to become ACTIVE.
@@ -34,10 +34,8 @@ pub struct DynamoDbCheckpointerBuilder {
     table_name: Option<String>,
     settings: LeaseSettings,
     create_table: bool,
-    endpoint_url: Option<String>,
-    region_name: Option<String>,
     ttl_hours: u32,
-    aws_config: Option<AwsConfig>,
+    client: ClientSettings,
 }
 
 impl DynamoDbCheckpointerBuilder {
@@ -71,18 +69,6 @@ impl DynamoDbCheckpointerBuilder {
         self
     }
 
-    /// The DynamoDB endpoint (otherwise resolved as the AWS SDKs do).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// The region [AWS_DEFAULT_REGION or us-east-1, as the SDKs resolve].
-    pub fn region_name(mut self, region: impl Into<String>) -> Self {
-        self.region_name = Some(region.into());
-        self
-    }
-
     /// Items of shards that have left the stream (past retention) expire
     /// this many hours after a consumer noticed; 0 disables TTL [24]. Items
     /// of shards still in the stream never expire, however long the group
@@ -92,12 +78,7 @@ impl DynamoDbCheckpointerBuilder {
         self
     }
 
-    /// Credentials, region and HTTP settings; `endpoint_url` and
-    /// `region_name` still apply on top.
-    pub fn aws_config(mut self, config: AwsConfig) -> Self {
-        self.aws_config = Some(config);
-        self
-    }
+    crate::transport::client_setters!("DynamoDB");
 
     /// Validates the parameters and makes the client; the table is checked
     /// (or created) when a consumer starts.
@@ -125,11 +106,7 @@ impl DynamoDbCheckpointerBuilder {
                 crate::error::excerpt(&table_name)
             )));
         }
-        let config = AwsConfig::for_client(
-            self.aws_config,
-            self.region_name.as_deref(),
-            self.endpoint_url.as_deref(),
-        )?;
+        let config = self.client.resolve()?;
         Ok(DynamoDbCheckpointer {
             client: DynamoDbClient::new(&config)?,
             name: self.name,
@@ -160,10 +137,8 @@ impl DynamoDbCheckpointer {
             table_name: None,
             settings: LeaseSettings::default(),
             create_table: true,
-            endpoint_url: None,
-            region_name: None,
             ttl_hours: 24,
-            aws_config: None,
+            client: ClientSettings::default(),
         }
     }
 

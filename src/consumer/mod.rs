@@ -32,7 +32,7 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::kinesis::{IteratorPosition, KinesisClient, StreamRef};
-use crate::transport::AwsConfig;
+use crate::transport::ClientSettings;
 use shard::{OwnedShard, TenureState};
 
 /// Where shards without a checkpoint start.
@@ -275,9 +275,7 @@ pub struct ConsumerBuilder {
     stream: String,
     checkpointer: Option<Arc<dyn Checkpointer>>,
     options: ConsumerOptions,
-    endpoint_url: Option<String>,
-    region_name: Option<String>,
-    aws_config: Option<AwsConfig>,
+    client: ClientSettings,
 }
 
 impl ConsumerBuilder {
@@ -345,24 +343,7 @@ impl ConsumerBuilder {
         self
     }
 
-    /// The Kinesis endpoint (otherwise resolved as the AWS SDKs do).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// The region (otherwise resolved as the AWS SDKs do).
-    pub fn region_name(mut self, region: impl Into<String>) -> Self {
-        self.region_name = Some(region.into());
-        self
-    }
-
-    /// Region, credentials and HTTP settings; `endpoint_url` and
-    /// `region_name` still apply on top.
-    pub fn aws_config(mut self, config: AwsConfig) -> Self {
-        self.aws_config = Some(config);
-        self
-    }
+    crate::transport::client_setters!("Kinesis");
 
     /// Checks the options, prepares the checkpointer (creating its table if
     /// configured), checks that the stream exists, and starts the threads.
@@ -385,11 +366,7 @@ impl ConsumerBuilder {
         if self.stream.trim().is_empty() {
             return Err(Error::Config("stream_name is empty".into()));
         }
-        let config = AwsConfig::for_client(
-            self.aws_config,
-            self.region_name.as_deref(),
-            self.endpoint_url.as_deref(),
-        )?;
+        let config = self.client.resolve()?;
         let kinesis = KinesisClient::new(&config)?;
         let checkpointer = self
             .checkpointer
@@ -550,9 +527,7 @@ impl Consumer {
                 discovery_interval: Duration::from_secs(5),
                 idle_poll_interval: Duration::from_secs(1),
             },
-            endpoint_url: None,
-            region_name: None,
-            aws_config: None,
+            client: ClientSettings::default(),
         }
     }
 
@@ -771,6 +746,12 @@ impl Consumer {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Whether the consumer checkpoints what it returned by itself
+    /// (`auto_checkpoint`), rather than when told to.
+    pub fn checkpoints_automatically(&self) -> bool {
+        self.context.settings.auto_checkpoint
     }
 
     /// Checkpoints up to and including `record`.

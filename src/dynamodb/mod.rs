@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use attribute::{item, AttributeValue, Item};
 pub use model::{
     AttributeDefinition, BatchWriteItemOutput, BatchWriteItemRequest, BillingMode,
-    BillingModeSummary, CancellationReason, ConditionCheck, CreateTableOutput, CreateTableRequest,
-    DeleteItemOutput, DeleteItemRequest, DeleteTableOutput, DeleteTableRequest,
+    BillingModeSummary, CancellationReason, ConditionCheck, ConsumedCapacity, CreateTableOutput,
+    CreateTableRequest, DeleteItemOutput, DeleteItemRequest, DeleteTableOutput, DeleteTableRequest,
     DescribeTableOutput, DescribeTableRequest, DescribeTimeToLiveOutput, DescribeTimeToLiveRequest,
     Expressions, GetItemOutput, GetItemRequest, ItemsPage, KeySchemaElement, KeyType,
     ProvisionedThroughput, PutItemOutput, PutItemRequest, QueryOutput, QueryRequest, ReturnValues,
@@ -274,6 +274,16 @@ impl DynamoDbClient {
         request: &UpdateItemRequest,
     ) -> Result<UpdateItemOutput, WriteError> {
         self.write_with("UpdateItem", request, &RetryPolicy::no_retries())
+    }
+
+    /// `BatchWriteItem`, tried once: for the writer, which backs off a
+    /// whole table when DynamoDB pushes back instead of one call.
+    pub(crate) fn batch_write_item_once(
+        &self,
+        request: &BatchWriteItemRequest,
+    ) -> Result<BatchWriteItemOutput> {
+        self.client
+            .call_with("BatchWriteItem", request, &RetryPolicy::no_retries())
     }
 
     /// The retry policy of this client's calls.

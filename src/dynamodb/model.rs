@@ -818,6 +818,9 @@ impl WriteRequest {
 pub struct BatchWriteItemRequest {
     /// Table name → its writes.
     pub request_items: HashMap<String, Vec<WriteRequest>>,
+    /// `TOTAL` asks for the write units each table consumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_consumed_capacity: Option<String>,
 }
 
 impl BatchWriteItemRequest {
@@ -825,16 +828,35 @@ impl BatchWriteItemRequest {
     pub fn new(table_name: impl Into<String>, writes: Vec<WriteRequest>) -> Self {
         BatchWriteItemRequest {
             request_items: HashMap::from([(table_name.into(), writes)]),
+            return_consumed_capacity: None,
         }
+    }
+
+    /// Asks for the capacity consumed, per table.
+    pub fn consumed_capacity(mut self) -> Self {
+        self.return_consumed_capacity = Some("TOTAL".to_owned());
+        self
     }
 }
 
+/// Capacity one table consumed, when asked for.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConsumedCapacity {
+    /// The table.
+    pub table_name: Option<String>,
+    /// Capacity units consumed.
+    pub capacity_units: Option<f64>,
+}
+
 /// `BatchWriteItem`'s answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct BatchWriteItemOutput {
     /// Writes DynamoDB did not get to; send them again.
     pub unprocessed_items: HashMap<String, Vec<WriteRequest>>,
+    /// Per table, when `ReturnConsumedCapacity` asked for it.
+    pub consumed_capacity: Vec<ConsumedCapacity>,
 }
 
 /// A `ConditionCheck` of a transaction: the transaction fails unless the

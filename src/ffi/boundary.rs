@@ -6,7 +6,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::status::kcheck_status;
 use crate::error::{panic_message, Error};
@@ -394,6 +394,13 @@ pub(crate) fn choice(value: u32, name: &str, count: u32) -> Result<u32, Failure>
 /// A duration passed in milliseconds.
 pub(crate) fn millis(value: u64) -> Duration {
     Duration::from_millis(value)
+}
+
+/// A timeout passed in milliseconds; None when the deadline it sets is too
+/// far to represent (e.g. `UINT64_MAX`), which means no limit.
+pub(crate) fn deadline_after(timeout_ms: u64) -> Option<Duration> {
+    let timeout = millis(timeout_ms);
+    Instant::now().checked_add(timeout).map(|_| timeout)
 }
 
 /// A string kcheck allocated for C, freed with `kcheck_string_free`.

@@ -21,6 +21,7 @@ mod log;
 mod producer;
 mod record;
 mod status;
+mod writer;
 
 pub use boundary::{kcheck_last_error_message, kcheck_string_free};
 pub use checkpointer::*;
@@ -29,6 +30,7 @@ pub use log::*;
 pub use producer::*;
 pub use record::*;
 pub use status::*;
+pub use writer::*;
 
 /// Version of the C ABI. It changes only when a function is removed or its
 /// signature changes; adding functions keeps it. The library's SONAME is

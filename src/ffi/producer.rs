@@ -2,15 +2,14 @@
 
 use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde_json::json;
 
 use super::boundary::{
-    boundary, boundary_value, consume, flag, into_handle, into_shared_handle, millis, owned_string,
-    reclaim, reclaim_shared, text, update_options, with_shared_handle, Failure, Handle,
-    HandleState, Out,
+    boundary, boundary_value, consume, deadline_after, flag, into_handle, into_shared_handle,
+    millis, owned_string, reclaim, reclaim_shared, text, update_options, with_shared_handle,
+    Failure, Handle, HandleState, Out,
 };
 use super::status::kcheck_status;
 use crate::error::Error;
@@ -80,13 +79,6 @@ fn positive_rate(value: f64, name: &str) -> Result<f64, Failure> {
             "{name} must be a finite number above 0, got {value}"
         )))
     }
-}
-
-/// The deadline `timeout_ms` from now; None when it is too far to
-/// represent (e.g. `UINT64_MAX`), which means no limit.
-fn deadline_after(timeout_ms: u64) -> Option<std::time::Duration> {
-    let timeout = millis(timeout_ms);
-    Instant::now().checked_add(timeout).map(|_| timeout)
 }
 
 /// Starts a producer writing to `stream_name` (a stream name or ARN) with
@@ -242,6 +234,32 @@ pub unsafe extern "C" fn kcheck_producer_builder_set_aggregate(
     aggregate: u32,
 ) -> kcheck_status {
     unsafe { update(builder, |b| Ok(b.aggregate(flag(aggregate, "aggregate")?))) }
+}
+
+/// How often the shard map is read again even when nothing suggests a
+/// resharding [60 000 ms]; at least 1 (0 is
+/// `KCHECK_STATUS_INVALID_ARGUMENT`).
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_producer_builder_set_shard_refresh_interval_ms(
+    builder: *mut kcheck_producer_builder,
+    milliseconds: u64,
+) -> kcheck_status {
+    unsafe {
+        update(builder, |b| {
+            if milliseconds == 0 {
+                // The sending thread would read the shard map without pause.
+                return Err(Failure::invalid_argument(
+                    "shard_refresh_interval must be at least 1 ms, got 0",
+                ));
+            }
+            Ok(b.shard_refresh_interval(millis(milliseconds)))
+        })
+    }
 }
 
 /// Consumes the builder, whether or not it succeeds, and starts the

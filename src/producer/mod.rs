@@ -27,7 +27,8 @@ use parking_lot::Mutex;
 
 use crate::error::{excerpt, Error, Result};
 use crate::kinesis::{KinesisClient, PutRecordsEntry, StreamRef, MAX_PUT_RECORDS};
-use crate::transport::AwsConfig;
+pub use crate::tickets::{RecordStatus, Ticket};
+use crate::transport::ClientSettings;
 use buffer::Shared;
 use shards::{parse_hash_key, partition_key_hash, ShardLimits, ShardMap};
 
@@ -37,39 +38,6 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024;
 /// The most characters of a partition key.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
-
-/// Identifies a put record: increasing from 0 in put order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ticket(u64);
-
-impl Ticket {
-    /// The ticket as a number (for logs and foreign callers).
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The ticket with this number.
-    pub fn from_u64(value: u64) -> Ticket {
-        Ticket(value)
-    }
-}
-
-impl std::fmt::Display for Ticket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// Where a put record stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordStatus {
-    /// Queued, in flight or waiting to be resubmitted.
-    Pending,
-    /// Stored by Kinesis.
-    Accepted,
-    /// Failed for good; [`Producer::take_failures`] has it.
-    Failed,
-}
 
 /// A record Kinesis refused for good (validation, access, a deleted stream).
 #[derive(Debug, Clone)]
@@ -127,9 +95,7 @@ pub(crate) struct ProducerOptions {
 pub struct ProducerBuilder {
     stream: String,
     options: ProducerOptions,
-    endpoint_url: Option<String>,
-    region_name: Option<String>,
-    aws_config: Option<AwsConfig>,
+    client: ClientSettings,
 }
 
 impl ProducerBuilder {
@@ -178,24 +144,7 @@ impl ProducerBuilder {
         self
     }
 
-    /// The Kinesis endpoint (otherwise resolved as the AWS SDKs do).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// The region (otherwise resolved as the AWS SDKs do).
-    pub fn region_name(mut self, region: impl Into<String>) -> Self {
-        self.region_name = Some(region.into());
-        self
-    }
-
-    /// Region, credentials and HTTP settings; `endpoint_url` and
-    /// `region_name` still apply on top.
-    pub fn aws_config(mut self, config: AwsConfig) -> Self {
-        self.aws_config = Some(config);
-        self
-    }
+    crate::transport::client_setters!("Kinesis");
 
     /// Checks the options, reads the stream's shards (failing fast on a
     /// missing stream or missing permissions) and starts the sending thread.
@@ -210,14 +159,15 @@ impl ProducerBuilder {
         if options.max_queue_size == 0 {
             return Err(Error::Config("max_queue_size must be at least 1".into()));
         }
+        if options.shard_refresh_interval < Duration::from_millis(1) {
+            return Err(Error::Config(
+                "shard_refresh_interval must be at least 1 ms".into(),
+            ));
+        }
         if self.stream.trim().is_empty() {
             return Err(Error::Config("stream_name is empty".into()));
         }
-        let config = AwsConfig::for_client(
-            self.aws_config,
-            self.region_name.as_deref(),
-            self.endpoint_url.as_deref(),
-        )?;
+        let config = self.client.resolve()?;
         let kinesis = KinesisClient::new(&config)?;
         let stream = StreamRef::from(self.stream.as_str());
         let shards = kinesis.list_shards(&stream, None)?;
@@ -274,9 +224,7 @@ impl Producer {
                 aggregate: false,
                 shard_refresh_interval: Duration::from_secs(60),
             },
-            endpoint_url: None,
-            region_name: None,
-            aws_config: None,
+            client: ClientSettings::default(),
         }
     }
 

@@ -657,7 +657,7 @@ fn classify(result: Option<&PutRecordsResultEntry>) -> Outcome<'_> {
 /// of the aggregate if it is one.
 fn failures(entry: PutRecordsEntry, members: &Members, error: &Error) -> Vec<FailedRecord> {
     let failure = |ticket: u64, partition_key, explicit_hash_key, data| FailedRecord {
-        ticket: Ticket(ticket),
+        ticket: Ticket::from_u64(ticket),
         partition_key,
         explicit_hash_key,
         data,

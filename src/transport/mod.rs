@@ -288,3 +288,52 @@ fn validate_endpoint(url: &str) -> Result<String> {
         ))),
     }
 }
+
+/// Where a builder's client connects, set the way async-kinesis's objects
+/// take it: an optional base config with `region_name` and `endpoint_url`
+/// on top.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientSettings {
+    pub endpoint_url: Option<String>,
+    pub region_name: Option<String>,
+    pub aws_config: Option<AwsConfig>,
+}
+
+impl ClientSettings {
+    /// The config the client uses.
+    pub fn resolve(self) -> Result<AwsConfig> {
+        AwsConfig::for_client(
+            self.aws_config,
+            self.region_name.as_deref(),
+            self.endpoint_url.as_deref(),
+        )
+    }
+}
+
+/// The `endpoint_url`, `region_name` and `aws_config` setters of a builder
+/// whose `client` field is a [`ClientSettings`]; `$service` names the
+/// endpoint in the docs.
+macro_rules! client_setters {
+    ($service:literal) => {
+        #[doc = concat!("The ", $service, " endpoint (otherwise resolved as the AWS SDKs do).")]
+        pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+            self.client.endpoint_url = Some(url.into());
+            self
+        }
+
+        /// The region [AWS_REGION, AWS_DEFAULT_REGION or the profile's, as
+        /// the AWS SDKs resolve it].
+        pub fn region_name(mut self, region: impl Into<String>) -> Self {
+            self.client.region_name = Some(region.into());
+            self
+        }
+
+        /// Region, credentials and HTTP settings; `endpoint_url` and
+        /// `region_name` still apply on top.
+        pub fn aws_config(mut self, config: $crate::transport::AwsConfig) -> Self {
+            self.client.aws_config = Some(config);
+            self
+        }
+    };
+}
+pub(crate) use client_setters;

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kcheck::checkpoint::DynamoDbCheckpointerBuilder;
+use kcheck::dynamodb::{CreateTableRequest, DynamoDbClient, ScalarAttributeType};
 use kcheck::kinesis::{KinesisClient, PutRecordsEntry, StreamRef};
 use kcheck::transport::{AwsConfig, Credentials, Environment};
 use kcheck::{Consumer, ConsumerBuilder, DynamoDbCheckpointer, Record};
@@ -49,6 +50,20 @@ pub fn unique_name(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed),
         std::process::id()
     )
+}
+
+/// A fresh active table keyed by `pk` (S), plus `sk` (N) when `sorted`.
+pub fn create_table(client: &DynamoDbClient, sorted: bool) -> String {
+    let name = unique_name("tbl");
+    let mut request = CreateTableRequest::new(&name, "pk", ScalarAttributeType::S);
+    if sorted {
+        request = request.range_key("sk", ScalarAttributeType::N);
+    }
+    client.create_table(&request).unwrap();
+    client
+        .wait_for_table_active(&name, Duration::from_secs(10))
+        .unwrap();
+    name
 }
 
 /// Short lease timing so failover tests finish in seconds.

@@ -27,6 +27,24 @@ impl StubRequest {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The same request with another JSON body (for forwarding part of it).
+    pub fn with_body(&self, body: &serde_json::Value) -> StubRequest {
+        let body = serde_json::to_vec(body).unwrap();
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "content-length")
+            .cloned()
+            .collect();
+        headers.push(("content-length".into(), body.len().to_string()));
+        StubRequest {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            headers,
+            body,
+        }
+    }
 }
 
 /// What the stub answers.

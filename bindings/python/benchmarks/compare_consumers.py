@@ -40,72 +40,30 @@ default JsonProcessor (--async-kinesis-processor json measures that one).
 import argparse
 import asyncio
 import functools
-import importlib
-import json
-import multiprocessing
-import multiprocessing.connection
 import os
-import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
-FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    # Never fall back to the instance metadata service, and never go through a proxy.
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}
-REGION = "us-east-1"
-PUT_BATCH = 500  # PutRecords maximum
+from _common import (
+    FAKE_AWS_ENV,
+    PUT_BATCH,
+    REGION,
+    create_stream,
+    cpu_per_record,
+    importable,
+    payload,
+    print_table,
+    report_kcheck_library,
+    run_isolated,
+    start_emulators,
+    stop_emulators,
+)
 
-
-# --------------------------------------------------------------------------- emulators and data
-
-
-def start_emulators():
-    """Start kcheck-emulators; return (process, {"kinesis": url, "dynamodb": url})."""
-    binary = os.environ.get("KCHECK_EMULATORS", str(REPO / "target/release/kcheck-emulators"))
-    if not os.path.exists(binary):
-        sys.exit(f"{binary} not found: run `cargo build --release -p kcheck-emulators` or set KCHECK_EMULATORS")
-    # It serves until its stdin closes, so keep the pipe open for the whole run.
-    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line:
-        sys.exit(f"{binary} exited without printing its endpoints (exit code {proc.wait()})")
-    endpoints = json.loads(line)
-    for url in endpoints.values():
-        assert url.startswith("http://127.0.0.1:"), f"emulator endpoint is not loopback: {url}"
-    return proc, endpoints
-
-
-def stop_emulators(proc):
-    proc.stdin.close()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def payload(index, size):
-    """A JSON object padded to exactly `size` bytes (size >= 32)."""
-    head = b'{"i":%d,"pad":"' % index
-    return head + b"x" * (size - len(head) - 2) + b'"}'
+# --------------------------------------------------------------------------- data
 
 
 def create_filled_stream(endpoints, stream_name, shards, records_per_shard, record_size):
-    import boto3
-
-    kinesis = boto3.client("kinesis", endpoint_url=endpoints["kinesis"], region_name=REGION)
-    kinesis.create_stream(StreamName=stream_name, ShardCount=shards)
-    kinesis.get_waiter("stream_exists").wait(StreamName=stream_name, WaiterConfig={"Delay": 1})
+    kinesis = create_stream(endpoints, stream_name, shards)
     # Route by each shard's own hash range rather than by partition-key hashing,
     # so every shard gets exactly records_per_shard records.
     hash_keys = [s["HashKeyRange"]["StartingHashKey"] for s in kinesis.list_shards(StreamName=stream_name)["Shards"]]
@@ -212,62 +170,7 @@ CONSUMERS = {
 
 def available(name):
     """(True, None) if the consumer's package imports, else (False, why)."""
-    module = CONSUMERS[name][1]
-    found = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
-    if found.returncode == 0:
-        return True, None
-    return False, found.stderr.strip().splitlines()[-1] if found.stderr.strip() else f"import {module} failed"
-
-
-# --------------------------------------------------------------------------- measurement
-
-
-def _child(consume, module, endpoints, stream_name, total_records, sender):
-    """Runs in a fresh spawned interpreter: import, then time the consumer alone."""
-    importlib.import_module(module)
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = time.perf_counter()
-    count = consume(endpoints, stream_name, total_records)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    sender.send(
-        {
-            "records": count,
-            "wall_s": wall,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "maxrss_mib": after.ru_maxrss / 1024,  # KiB on Linux
-        }
-    )
-
-
-def run_isolated(consume, module, endpoints, stream_name, total_records, timeout):
-    """Run one consumer in a fresh spawned child; its measurements, or None if it failed or timed out."""
-    ctx = multiprocessing.get_context("spawn")
-    receiver, sender = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(consume, module, endpoints, stream_name, total_records, sender))
-    child.start()
-    sender.close()
-    # Wake on the result, the child's death (its traceback is on stderr) or the timeout.
-    multiprocessing.connection.wait([receiver, child.sentinel], timeout)
-    try:
-        result = receiver.recv() if receiver.poll() else None
-    except EOFError:  # the child died without sending
-        result = None
-    if result is None:
-        child.kill()
-    child.join()
-    return result
-
-
-def print_table(rows):
-    header = f"{'consumer':<36} {'records':>9} {'wall s':>8} {'records/s':>10} {'CPU µs/rec':>11} {'peak RSS MiB':>13}"
-    print(header)
-    print("-" * len(header))
-    for _, label, r in rows:
-        print(
-            f"{label:<36} {r['records']:>9} {r['wall_s']:>8.2f} {r['records'] / r['wall_s']:>10.0f}"
-            f" {r['cpu_s'] / r['records'] * 1e6:>11.2f} {r['maxrss_mib']:>13.1f}"
-        )
+    return importable(CONSUMERS[name][1])
 
 
 def main():
@@ -305,14 +208,7 @@ def main():
             continue
         consume, module = CONSUMERS[name]
         if name == "kcheck":
-            # An installed package bundles the library of its install time:
-            # say which one runs (KCHECK_LIBRARY picks another).
-            loaded = subprocess.run(
-                [sys.executable, "-c", "import kcheck._native as n; print(n.library_path)"],
-                capture_output=True,
-                text=True,
-            )
-            print(f"kcheck library: {loaded.stdout.strip()}", file=sys.stderr)
+            report_kcheck_library()
         if name == "async-kinesis":
             consume = functools.partial(
                 consume, checkpointer=args.async_kinesis_checkpointer, processor=args.async_kinesis_processor
@@ -332,7 +228,7 @@ def main():
                 create_filled_stream(endpoints, stream, args.shards, args.records_per_shard, args.record_size)
                 filled = time.perf_counter() - start
                 print(f"{stream}: {total} records of {args.record_size} B filled in {filled:.1f} s", file=sys.stderr)
-                result = run_isolated(consume, module, endpoints, stream, total, args.timeout)
+                result = run_isolated(consume, module, (endpoints, stream, total), args.timeout)
                 if result is None:
                     print(f"{name}: run {run} failed (see above) or timed out ({args.timeout} s)", file=sys.stderr)
                     continue
@@ -344,16 +240,12 @@ def main():
         stop_emulators(proc)
 
     print(f"\n{args.shards} shards x {args.records_per_shard} records x {args.record_size} B, from TRIM_HORIZON")
-    print_table(rows)
+    print_table(rows, "consumer")
     # CPU per record, first consumer over each other one, over all runs of each.
-    cpu_per_record = {}
-    for name in consumers:
-        runs = [r for ran, _, r in rows if ran == name]
-        if runs:
-            cpu_per_record[name] = sum(r["cpu_s"] for r in runs) / sum(r["records"] for r in runs)
-    names = list(cpu_per_record)
+    per_record = cpu_per_record(rows, consumers)
+    names = list(per_record)
     for other in names[1:]:
-        ratio = cpu_per_record[names[0]] / cpu_per_record[other]
+        ratio = per_record[names[0]] / per_record[other]
         print(f"CPU per record, {names[0]} / {other}: {ratio:.2f}x")
     if len(rows) != args.repeat * len(consumers):
         sys.exit(1)

@@ -21,6 +21,13 @@ and ``Producer`` writes::
     with Producer("my-stream", processor="json") as producer:
         producer.put({"id": 1}, partition_key="user-1")
 
+and ``DynamoDBWriter`` writes items to DynamoDB tables, batched and paced::
+
+    from kcheck import DynamoDBWriter
+
+    with DynamoDBWriter("my-table", write_capacity=100) as writer:
+        writer.put({"pk": "user-1", "visits": 3})
+
 Log records of the library go to the ``kcheck`` logger hierarchy.
 """
 
@@ -47,13 +54,16 @@ from .errors import (
     ProducerClosedError,
     ServiceError,
     TransportError,
+    WriterClosedError,
 )
 from .producer import Producer
 from .record import Record
+from .writer import DynamoDBWriter
 
 __all__ = [
     "Consumer",
     "Producer",
+    "DynamoDBWriter",
     "DynamoDBCheckPointer",
     "MemoryCheckPointer",
     "CheckPointer",
@@ -73,6 +83,7 @@ __all__ = [
     "PoisonedError",
     "ConsumerClosedError",
     "ProducerClosedError",
+    "WriterClosedError",
     "ForkError",
     "TRACE",
     "refresh_log_level",

@@ -178,6 +178,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_producer_builder_set_put_rate_limit_per_shard": (_status, [c_void_p, c_double], True),
     "kcheck_producer_builder_set_put_bandwidth_limit_per_shard": (_status, [c_void_p, c_double], True),
     "kcheck_producer_builder_set_aggregate": (_status, [c_void_p, c_uint32], True),
+    "kcheck_producer_builder_set_shard_refresh_interval_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_producer_builder_build": (_status, [c_void_p, _out_ptr], True),
     "kcheck_producer_builder_free": (None, [c_void_p], False),
     "kcheck_producer_put": (
@@ -191,6 +192,35 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_producer_stats_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_producer_take_failures_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_producer_free": (None, [c_void_p], False),
+    # DynamoDB writers
+    "kcheck_writer_builder_new": (_status, [c_char_p, _out_ptr], True),
+    "kcheck_writer_builder_set_write_capacity": (_status, [c_void_p, c_double], True),
+    "kcheck_writer_builder_add_table": (_status, [c_void_p, c_char_p, c_double], True),
+    "kcheck_writer_builder_set_threads": (_status, [c_void_p, c_uint32], True),
+    "kcheck_writer_builder_set_batch_size": (_status, [c_void_p, c_uint32], True),
+    "kcheck_writer_builder_set_max_queue_size": (_status, [c_void_p, c_size_t], True),
+    "kcheck_writer_builder_set_buffer_time_ms": (_status, [c_void_p, c_uint64], True),
+    "kcheck_writer_builder_set_endpoint_url": (_status, [c_void_p, c_char_p], True),
+    "kcheck_writer_builder_set_region_name": (_status, [c_void_p, c_char_p], True),
+    "kcheck_writer_builder_build": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_writer_builder_free": (None, [c_void_p], False),
+    "kcheck_writer_put": (
+        _status,
+        [c_void_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)],
+        True,
+    ),
+    "kcheck_writer_delete": (
+        _status,
+        [c_void_p, c_char_p, c_char_p, c_size_t, c_uint64, POINTER(c_uint64)],
+        True,
+    ),
+    "kcheck_writer_flush": (_status, [c_void_p, c_uint64], True),
+    "kcheck_writer_close": (_status, [c_void_p], True),
+    "kcheck_writer_record_status": (_status, [c_void_p, c_uint64, POINTER(c_uint32)], True),
+    "kcheck_writer_first_unwritten": (_status, [c_void_p, POINTER(c_uint64)], True),
+    "kcheck_writer_stats_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_writer_take_failures_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_writer_free": (None, [c_void_p], False),
     # logging
     "kcheck_set_log_callback": (_status, [LOG_CALLBACK, c_void_p, c_uint32], True),
     # records and batches

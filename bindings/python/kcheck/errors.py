@@ -28,6 +28,7 @@ __all__ = [
     "PoisonedError",
     "ConsumerClosedError",
     "ProducerClosedError",
+    "WriterClosedError",
     "ForkError",
     "error_for_status",
 ]
@@ -184,6 +185,15 @@ class ProducerClosedError(KcheckError):
     """The producer was closed: it takes no more records.
 
     Raised by :class:`~kcheck.Producer` for ``KCHECK_STATUS_CLOSED``.
+    """
+
+    default_status = STATUS_CLOSED
+
+
+class WriterClosedError(KcheckError):
+    """The DynamoDB writer was closed: it takes no more writes.
+
+    Raised by :class:`~kcheck.DynamoDBWriter` for ``KCHECK_STATUS_CLOSED``.
     """
 
     default_status = STATUS_CLOSED

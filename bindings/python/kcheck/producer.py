@@ -145,6 +145,9 @@ class Producer:
         put_bandwidth_limit_per_shard: bytes per second per shard [1 MiB].
         aggregate: pack small records into KPL aggregates, which kcheck's
             consumer and the KCL split again [False].
+        shard_refresh_interval: how often, in seconds, the shard map is read
+            again even when nothing suggests a resharding; at least 0.001
+            [60].
         processor: how items become bytes: ``None`` passes bytes through
             and encodes str as UTF-8; ``"json"`` writes each item as JSON; a
             callable returns the bytes (or str) of an item.
@@ -174,6 +177,7 @@ class Producer:
         put_bandwidth_limit_per_shard: float = 1024 * 1024,
         aggregate: bool = False,
         processor: Processor = None,
+        shard_refresh_interval: Seconds = 60,
     ) -> None:
         self._pid = os.getpid()
         self._handle = _Handle(0)
@@ -204,6 +208,12 @@ class Producer:
                 b, _rate(put_bandwidth_limit_per_shard, "put_bandwidth_limit_per_shard")
             )
             _lib.kcheck_producer_builder_set_aggregate(b, 1 if aggregate else 0)
+            refresh_ms = seconds_to_ms(shard_refresh_interval, "shard_refresh_interval")
+            if refresh_ms < 1:
+                raise InvalidConfigError(
+                    f"shard_refresh_interval must be at least 0.001 seconds, got {shard_refresh_interval!r}"
+                )
+            _lib.kcheck_producer_builder_set_shard_refresh_interval_ms(b, refresh_ms)
             if endpoint_url is not None:
                 _lib.kcheck_producer_builder_set_endpoint_url(b, _native.encode(endpoint_url, "endpoint_url"))
             if region_name is not None:

@@ -139,6 +139,21 @@ def test_bad_partition_keys_and_options_are_clear_errors(emulators: Any, stream:
         producer_for(emulators, unique("missing"))
 
 
+
+def test_shard_refresh_interval_rereads_the_shard_map(emulators: Any, stream: str) -> None:
+    with pytest.raises(InvalidConfigError, match="shard_refresh_interval"):
+        producer_for(emulators, stream, shard_refresh_interval=0)
+    with pytest.raises(InvalidConfigError, match="shard_refresh_interval"):
+        producer_for(emulators, stream, shard_refresh_interval=-1)
+    with pytest.raises(TypeError, match="shard_refresh_interval"):
+        producer_for(emulators, stream, shard_refresh_interval="1")
+    with producer_for(emulators, stream, shard_refresh_interval=0.1) as producer:
+        producer.put(b"x", partition_key="k")
+        time.sleep(0.35)
+        producer.flush()
+        assert producer.stats()["shard_map_refreshes"] >= 2
+    assert read_back(emulators, stream, 1)[0].data == b"x"
+
 def test_context_manager_closes_and_use_after_close_raises(emulators: Any, stream: str) -> None:
     with producer_for(emulators, stream, buffer_time=600) as producer:
         producer.put(b"sent at close", partition_key="k")
