@@ -102,6 +102,12 @@ enum kcheck_status
    * alone.
    */
   KCHECK_STATUS_FORKED = 15,
+  /**
+   * A callback of the host returned a failure: `kcheck_pipeline_run`
+   * stopped because its transform returned a status other than
+   * `KCHECK_STATUS_OK` (the message names that status and the record).
+   */
+  KCHECK_STATUS_CALLBACK_FAILED = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -227,6 +233,16 @@ typedef struct kcheck_consumer kcheck_consumer;
 typedef struct kcheck_consumer_builder kcheck_consumer_builder;
 
 /**
+ * Where the transform puts the writes of one record. Valid only during
+ * the transform call it was passed to, and only on that thread: outside
+ * it, `kcheck_pipeline_emit_put` and `kcheck_pipeline_emit_delete` refuse
+ * it with `KCHECK_STATUS_INVALID_ARGUMENT` (they compare it with the
+ * emitter of the call running on the calling thread, never reading a
+ * stale one).
+ */
+typedef struct kcheck_pipeline_emitter kcheck_pipeline_emitter;
+
+/**
  * A running producer. Shared by the caller and every call in flight (an
  * `Arc` behind the pointer): freeing it while another thread's call is
  * still running drops only the caller's reference.
@@ -301,6 +317,51 @@ typedef struct {
   const char *explicit_hash_key;
   size_t explicit_hash_key_len;
 } kcheck_record_fields;
+
+/**
+ * Turns one record into writes: called once per record, in order, on the
+ * thread that called `kcheck_pipeline_run`. `record`'s fields are
+ * borrowed for the call only. The callback calls
+ * `kcheck_pipeline_emit_put` and `kcheck_pipeline_emit_delete` with
+ * `emitter` zero or more times, then returns `KCHECK_STATUS_OK` (a
+ * `kcheck_status`, returned as `uint32_t` so that any value is defined);
+ * any other value stops the pipeline (see `kcheck_pipeline_run`) and the
+ * writes it emitted for this record are dropped. `emitter` is usable only
+ * until the callback returns.
+ */
+typedef uint32_t (*kcheck_pipeline_transform)(void *user_data,
+                                              const kcheck_record_fields *record,
+                                              kcheck_pipeline_emitter *emitter);
+
+/**
+ * Asked on the thread that called `kcheck_pipeline_run` before each batch
+ * of up to 500 records (so within 200 ms while no record comes): false
+ * stops the pipeline, which then writes its final checkpoints.
+ */
+typedef bool (*kcheck_pipeline_keep_going)(void *user_data);
+
+/**
+ * Counters of a pipeline run. This struct is frozen: new counters come
+ * with new functions.
+ */
+typedef struct {
+  /**
+   * Records transformed.
+   */
+  uint64_t records;
+  /**
+   * Writes queued to the writer.
+   */
+  uint64_t writes;
+  /**
+   * Checkpoints written.
+   */
+  uint64_t checkpoints;
+  /**
+   * Records read but not checkpointed when the run ended.
+   */
+  uint64_t records_pending;
+} kcheck_pipeline_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -812,6 +873,102 @@ void kcheck_consumer_free(kcheck_consumer *consumer);
 kcheck_status kcheck_set_log_callback(kcheck_log_callback callback,
                                       void *user_data,
                                       uint32_t max_level);
+
+/**
+ * From inside a transform: puts the item given as DynamoDB JSON
+ * (`item_json_len` bytes of UTF-8 at `item_json`, as for
+ * `kcheck_writer_put`) into `table_name`, or into the writer's default
+ * table when `table_name` is NULL. The write is queued once the transform
+ * returns `KCHECK_STATUS_OK`. JSON that is not an item is
+ * `KCHECK_STATUS_INVALID_ARGUMENT` (`KCHECK_STATUS_INVALID_UTF8` for bad
+ * UTF-8) and adds nothing: the transform decides whether to go on. An
+ * item the table refuses (no key, over 400 KB) fails
+ * `kcheck_pipeline_run` when it is queued. `emitter` other than the one
+ * of the running transform call is `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `table_name` is NULL or a NUL-terminated string; `item_json` is NULL or
+ * readable for `item_json_len` bytes. `emitter` may be any pointer.
+ *
+ * Thread safety: only on the thread running the transform, during its call.
+ */
+kcheck_status kcheck_pipeline_emit_put(kcheck_pipeline_emitter *emitter,
+                                       const char *table_name,
+                                       const uint8_t *item_json,
+                                       size_t item_json_len);
+
+/**
+ * From inside a transform: deletes the item whose primary key (only the
+ * key attributes) is given as DynamoDB JSON at `key_json`, from
+ * `table_name` or the default table when NULL; otherwise as
+ * `kcheck_pipeline_emit_put`.
+ *
+ * # Safety
+ * `table_name` is NULL or a NUL-terminated string; `key_json` is NULL or
+ * readable for `key_json_len` bytes. `emitter` may be any pointer.
+ *
+ * Thread safety: only on the thread running the transform, during its call.
+ */
+kcheck_status kcheck_pipeline_emit_delete(kcheck_pipeline_emitter *emitter,
+                                          const char *table_name,
+                                          const uint8_t *key_json,
+                                          size_t key_json_len);
+
+/**
+ * Reads records from `consumer`, turns each into writes with `transform`
+ * and queues them to `writer`, checkpointing each shard's position only
+ * once every write derived from the records up to it is written (every
+ * `checkpoint_interval_ms`; 0: every 1 000 ms). A crash in between makes
+ * the shard's next owner read those records again and rewrite their
+ * items: nothing is lost, puts are idempotent. Blocks until `keep_going`
+ * returns false (NULL: until `kcheck_consumer_close` from another
+ * thread), then waits for the writes and checkpoints them, and returns
+ * `KCHECK_STATUS_OK`, writing the run's counters to `out_stats` unless it
+ * is NULL. (`kcheck_consumer_close` releases the leases at once, so the
+ * records read since the last checkpoint are read again by the next
+ * owner; stop with `keep_going` for a final checkpoint.)
+ *
+ * The consumer must checkpoint on request only (its checkpointer built
+ * with `kcheck_checkpointer_builder_set_auto_checkpoint(b, 0)`); one that
+ * checkpoints automatically is `KCHECK_STATUS_INVALID_CONFIG`. A closed
+ * writer is `KCHECK_STATUS_CLOSED`.
+ *
+ * A transform returning anything but `KCHECK_STATUS_OK` stops the run at
+ * once with `KCHECK_STATUS_CALLBACK_FAILED` (the message names the
+ * returned status and the record): neither that record nor any after it
+ * is checkpointed, its writes are dropped, and the writes of earlier
+ * records already queued are still written by the writer (those records
+ * since the last checkpoint are read again by the shard's next owner).
+ * Other failures of the consumer, a write (e.g. an item without the
+ * table's key: `KCHECK_STATUS_INVALID_ARGUMENT`; a write failing for
+ * good: its status) or a checkpoint stop the run with their status
+ * likewise. A lost lease is not a failure: the shard's next owner
+ * rewrites what was not checkpointed.
+ *
+ * After a failure, close the consumer rather than run again with it: it
+ * handed the failed run records that were never transformed (the rest of
+ * the batch), which a new run would skip and could checkpoint past. Once
+ * closed, the shards' next owner reads them again from the last
+ * checkpoint.
+ *
+ * # Safety
+ * `consumer` and `writer` are NULL or live; `transform` and `keep_going`,
+ * when not NULL, are safe to call with `user_data` on the calling thread;
+ * `out_stats` is NULL or writable.
+ *
+ * Thread safety: the callbacks run on the calling thread, never after
+ * this call returns. Other threads may write through the writer and
+ * close the consumer (which ends the run), but must not take records from
+ * the consumer meanwhile: they would bypass the transform, and the
+ * pipeline would checkpoint past them.
+ */
+kcheck_status kcheck_pipeline_run(const kcheck_consumer *consumer,
+                                  const kcheck_writer *writer,
+                                  kcheck_pipeline_transform transform,
+                                  kcheck_pipeline_keep_going keep_going,
+                                  void *user_data,
+                                  uint64_t checkpoint_interval_ms,
+                                  kcheck_pipeline_stats *out_stats);
 
 /**
  * Starts a producer writing to `stream_name` (a stream name or ARN) with

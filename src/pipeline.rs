@@ -114,9 +114,26 @@ impl<'a> Pipeline<'a> {
     /// Runs until `keep_going` says no (asked between batches, at least
     /// every 200 ms) or the consumer closes; then waits for the writes and
     /// checkpoints them. Returns the first error of the consumer, the
-    /// transform, a write or a checkpoint: records not checkpointed then
-    /// are read again by the next owner of their shard.
+    /// transform, a write or a checkpoint. A failed run closes the
+    /// consumer: records it took but did not finish must not be passed
+    /// over by a later checkpoint, so the next owner of each shard reads
+    /// everything after the last checkpoint again.
     pub fn run(
+        &mut self,
+        transform: impl FnMut(&Record) -> Result<Vec<Write>>,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let outcome = self.pump(transform, keep_going);
+        if let Err(error) = &outcome {
+            log::warn!("pipeline stopped: {error}; closing the consumer so its unfinished records are read again");
+            if let Err(close) = self.consumer.close() {
+                log::warn!("pipeline: closing the consumer failed too: {close}");
+            }
+        }
+        outcome
+    }
+
+    fn pump(
         &mut self,
         mut transform: impl FnMut(&Record) -> Result<Vec<Write>>,
         mut keep_going: impl FnMut() -> bool,

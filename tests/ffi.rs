@@ -1807,3 +1807,480 @@ fn writes_failing_for_good_are_named_by_flush_and_taken_as_json_lines() {
     assert_eq!(unsafe { kcheck_writer_close(writer) }, kcheck_status::Ok);
     unsafe { kcheck_writer_free(writer) };
 }
+
+// ---- the consumer → writer pipeline ----
+
+/// What the test transforms share with the test through `user_data`.
+#[derive(Default)]
+struct PipelineHost {
+    /// Payloads transformed, in order.
+    seen: Vec<String>,
+    /// `keep_going` says no once this many records were transformed.
+    stop_after: usize,
+    /// The transform fails (returning this status) on this payload, after
+    /// emitting its put.
+    fail_on: Option<(String, u32)>,
+    /// A second table that also gets a copy of each item.
+    copies: Option<CString>,
+    /// Statuses of emits the transform made on purpose, in order.
+    emit_statuses: Vec<kcheck_status>,
+    /// An emitter kept past its call.
+    kept_emitter: usize,
+    /// Checks of misuse, made once, from the first call.
+    check_misuse: bool,
+}
+
+fn host<'a>(user_data: *mut c_void) -> &'a mut PipelineHost {
+    unsafe { &mut *user_data.cast::<PipelineHost>() }
+}
+
+fn emit_json(
+    emitter: *mut kcheck_pipeline_emitter,
+    table: Option<&CStr>,
+    json: &str,
+    delete: bool,
+) -> kcheck_status {
+    let table = table.map_or(ptr::null(), CStr::as_ptr);
+    let call = if delete {
+        kcheck_pipeline_emit_delete
+    } else {
+        kcheck_pipeline_emit_put
+    };
+    unsafe { call(emitter, table, json.as_ptr(), json.len()) }
+}
+
+/// Puts `{"pk": payload, "shard": .., "sequence": ..}` into the default
+/// table (and a copy into `copies`), plus a put and a delete of a
+/// temporary item that must not remain.
+unsafe extern "C" fn item_per_record(
+    user_data: *mut c_void,
+    record: *const kcheck_record_fields,
+    emitter: *mut kcheck_pipeline_emitter,
+) -> u32 {
+    let host = host(user_data);
+    let record = unsafe { &*record };
+    let payload = payload_of(record);
+    let shard = text_of(record.shard_id, record.shard_id_len);
+    let sequence = text_of(record.sequence_number, record.sequence_number_len);
+    host.seen.push(payload.clone());
+    if host.check_misuse {
+        host.check_misuse = false;
+        let statuses = &mut host.emit_statuses;
+        statuses.push(emit_json(emitter, None, "not json", false));
+        statuses.push(emit_json(emitter, None, r#"{"pk":"untyped"}"#, false));
+        statuses.push(emit_json(emitter, None, "[1]", true));
+        let invalid = [b'{', 0xff, b'}'];
+        statuses.push(unsafe {
+            kcheck_pipeline_emit_put(emitter, ptr::null(), invalid.as_ptr(), invalid.len())
+        });
+        statuses.push(unsafe { kcheck_pipeline_emit_put(emitter, ptr::null(), ptr::null(), 0) });
+        statuses.push(unsafe {
+            kcheck_pipeline_emit_put(ptr::null_mut(), ptr::null(), b"{}".as_ptr(), 2)
+        });
+        // Another thread cannot use the emitter of this call.
+        let address = emitter as usize;
+        statuses.push(
+            std::thread::spawn(move || {
+                emit_json(address as *mut _, None, r#"{"pk":{"S":"x"}}"#, false)
+            })
+            .join()
+            .unwrap(),
+        );
+        host.kept_emitter = emitter as usize;
+    }
+    let item = format!(
+        r#"{{"pk":{{"S":"{payload}"}},"shard":{{"S":"{shard}"}},"sequence":{{"S":"{sequence}"}}}}"#
+    );
+    let status = emit_json(emitter, None, &item, false);
+    if status != kcheck_status::Ok {
+        return status as u32;
+    }
+    if let Some(copies) = &host.copies {
+        let copy = format!(r#"{{"pk":{{"S":"copy-{payload}"}}}}"#);
+        assert_eq!(
+            emit_json(emitter, Some(copies), &copy, false),
+            kcheck_status::Ok
+        );
+        let temporary = format!(r#"{{"pk":{{"S":"temporary-{payload}"}}}}"#);
+        assert_eq!(
+            emit_json(emitter, Some(copies), &temporary, false),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            emit_json(emitter, Some(copies), &temporary, true),
+            kcheck_status::Ok
+        );
+    }
+    match &host.fail_on {
+        Some((on, status)) if *on == payload => *status,
+        _ => kcheck_status::Ok as u32,
+    }
+}
+
+unsafe extern "C" fn until_enough(user_data: *mut c_void) -> bool {
+    let host = host(user_data);
+    host.seen.len() < host.stop_after
+}
+
+fn memory_checkpointer(auto: bool) -> *mut kcheck_checkpointer {
+    let mut draft = ptr::null_mut();
+    let mut checkpointer = ptr::null_mut();
+    unsafe {
+        assert_eq!(
+            kcheck_checkpointer_builder_new_memory(&mut draft),
+            kcheck_status::Ok
+        );
+        kcheck_checkpointer_builder_set_auto_checkpoint(draft, u32::from(auto));
+        assert_eq!(
+            kcheck_checkpointer_builder_build(draft, &mut checkpointer),
+            kcheck_status::Ok
+        );
+    }
+    checkpointer
+}
+
+/// Runs a pipeline with `host`; the status and the stats (checking that
+/// they were left alone on failure).
+fn run_pipeline(
+    consumer: *const kcheck_consumer,
+    writer: *const kcheck_writer,
+    host: &mut PipelineHost,
+    keep_going: kcheck_pipeline_keep_going,
+) -> Result<kcheck_pipeline_stats, kcheck_status> {
+    let untouched = kcheck_pipeline_stats {
+        records: SENTINEL as u64,
+        ..Default::default()
+    };
+    let mut stats = untouched;
+    let status = unsafe {
+        kcheck_pipeline_run(
+            consumer,
+            writer,
+            Some(item_per_record),
+            keep_going,
+            ptr::from_mut(host).cast(),
+            20,
+            &mut stats,
+        )
+    };
+    match status {
+        kcheck_status::Ok => Ok(stats),
+        other => {
+            assert_eq!(
+                stats.records, SENTINEL as u64,
+                "out_stats written on failure"
+            );
+            Err(other)
+        }
+    }
+}
+
+/// The payloads of every record a fresh consumer of the lease table reads
+/// within `wait`: what was not checkpointed.
+fn unchecked_payloads(stream: &str, group: &str, leases: &str, wait: Duration) -> Vec<String> {
+    let checkpointer = dynamodb_checkpointer_for(group, leases, false);
+    let consumer = ffi_consumer(stream, checkpointer, None);
+    let batches = read_batches(consumer, usize::MAX, wait);
+    let payloads = batches
+        .iter()
+        .flat_map(|&b| batch_fields(b).iter().map(payload_of).collect::<Vec<_>>())
+        .collect();
+    unsafe {
+        for batch in batches {
+            kcheck_batch_free(batch);
+        }
+        kcheck_consumer_free(consumer);
+        kcheck_checkpointer_free(checkpointer);
+    }
+    payloads
+}
+
+fn pk_of(item: &serde_json::Value) -> String {
+    item["pk"]["S"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_pipeline_writes_every_records_items_and_checkpoints_them() {
+    let (kinesis, stream) = create_stream(2);
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let (main, copies) = (create_table(&client, false), create_table(&client, false));
+    let (group, leases) = (unique_name("ffi-pipeline"), unique_name("ffi-leases"));
+    let payloads = put_payloads(&kinesis, &stream, 0..60);
+    let writer = ffi_writer(&main, &[]);
+    let checkpointer = dynamodb_checkpointer_for(&group, &leases, false);
+    let consumer = ffi_consumer(stream.name(), checkpointer, None);
+
+    let mut host = PipelineHost {
+        stop_after: 60,
+        copies: Some(c(&copies)),
+        check_misuse: true,
+        ..Default::default()
+    };
+    let stats = run_pipeline(consumer, writer, &mut host, Some(until_enough))
+        .unwrap_or_else(|status| panic!("{status:?}: {}", last_error()));
+    let mut seen = host.seen.clone();
+    seen.sort();
+    let mut expected = payloads.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(stats.records, 60);
+    assert_eq!(stats.writes, 60 * 4);
+    assert!(stats.checkpoints >= 2, "{stats:?}");
+    assert_eq!(stats.records_pending, 0, "{stats:?}");
+    // Refused emits reached the transform, which went on.
+    assert_eq!(
+        host.emit_statuses,
+        [
+            kcheck_status::InvalidArgument,
+            kcheck_status::InvalidArgument,
+            kcheck_status::InvalidArgument,
+            kcheck_status::InvalidUtf8,
+            kcheck_status::InvalidArgument,
+            kcheck_status::InvalidArgument,
+            kcheck_status::InvalidArgument,
+        ]
+    );
+    // The emitter is refused after its call, without being read.
+    assert_eq!(
+        emit_json(
+            host.kept_emitter as *mut _,
+            None,
+            r#"{"pk":{"S":"late"}}"#,
+            false
+        ),
+        kcheck_status::InvalidArgument
+    );
+    assert!(
+        last_error().contains("only during the transform"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        emit_json(sentinel(), None, r#"{"pk":{"S":"late"}}"#, true),
+        kcheck_status::InvalidArgument
+    );
+
+    // Every item landed: the record's own, with its shard and sequence.
+    let items = scan_table(&main);
+    assert_eq!(items.len(), 60);
+    let mut stored: Vec<String> = items.iter().map(pk_of).collect();
+    stored.sort();
+    assert_eq!(stored, expected);
+    assert!(items
+        .iter()
+        .all(|item| item["shard"]["S"].as_str().unwrap().starts_with("shardId-")));
+    let mut copied: Vec<String> = scan_table(&copies).iter().map(pk_of).collect();
+    copied.sort();
+    let mut expected_copies: Vec<String> = expected.iter().map(|p| format!("copy-{p}")).collect();
+    expected_copies.sort();
+    assert_eq!(
+        copied, expected_copies,
+        "temporary items were deleted after their put"
+    );
+
+    // Run again, without stats, until the consumer is closed from another
+    // thread.
+    put_payloads(&kinesis, &stream, 60..70);
+    let closer = {
+        let consumer = consumer as usize;
+        let main = main.clone();
+        std::thread::spawn(move || {
+            assert!(wait_until(Duration::from_secs(30), || scan_table(&main)
+                .len()
+                == 70));
+            unsafe { kcheck_consumer_close(consumer as *const kcheck_consumer) }
+        })
+    };
+    let mut host = PipelineHost::default();
+    let status = unsafe {
+        kcheck_pipeline_run(
+            consumer,
+            writer,
+            Some(item_per_record),
+            None,
+            ptr::from_mut(&mut host).cast(),
+            0,
+            ptr::null_mut(),
+        )
+    };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    assert_eq!(closer.join().unwrap(), kcheck_status::Ok);
+    assert_eq!(host.seen.len(), 10);
+    unsafe {
+        kcheck_consumer_free(consumer);
+        kcheck_checkpointer_free(checkpointer);
+    }
+
+    // The first run checkpointed everything it read.
+    let again = unchecked_payloads(stream.name(), &group, &leases, Duration::from_secs(3));
+    assert!(
+        again.iter().all(|p| host.seen.contains(p)),
+        "records of the first run read again: {again:?}"
+    );
+    unsafe { kcheck_writer_free(writer) };
+}
+
+#[test]
+fn a_failing_transform_stops_the_pipeline_and_nothing_from_its_record_on_is_checkpointed() {
+    let (kinesis, stream) = create_stream(1);
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let table = create_table(&client, false);
+    let (group, leases) = (unique_name("ffi-pipeline"), unique_name("ffi-leases"));
+    let payloads = put_payloads(&kinesis, &stream, 0..10);
+    let writer = ffi_writer(&table, &[]);
+    let checkpointer = dynamodb_checkpointer_for(&group, &leases, false);
+    let consumer = ffi_consumer(stream.name(), checkpointer, None);
+
+    let mut host = PipelineHost {
+        stop_after: 10,
+        ..Default::default()
+    };
+    let stats = run_pipeline(consumer, writer, &mut host, Some(until_enough))
+        .unwrap_or_else(|status| panic!("{status:?}: {}", last_error()));
+    assert_eq!(host.seen, payloads);
+    assert_eq!(stats.records_pending, 0);
+
+    put_payloads(&kinesis, &stream, 10..20);
+    let mut host = PipelineHost {
+        stop_after: usize::MAX,
+        fail_on: Some(("payload-15".into(), kcheck_status::ServiceError as u32)),
+        ..Default::default()
+    };
+    assert_eq!(
+        run_pipeline(consumer, writer, &mut host, Some(until_enough)),
+        Err(kcheck_status::CallbackFailed)
+    );
+    let message = last_error();
+    assert!(
+        message.contains("KCHECK_STATUS_SERVICE_ERROR") && message.contains("shardId-"),
+        "{message}"
+    );
+    assert_eq!(host.seen.last().map(String::as_str), Some("payload-15"));
+    assert_eq!(
+        unsafe { kcheck_writer_flush(writer, 30_000) },
+        kcheck_status::Ok
+    );
+    // The failing record's writes were dropped.
+    let stored: Vec<String> = scan_table(&table).iter().map(pk_of).collect();
+    assert!(!stored.contains(&"payload-15".to_owned()), "{stored:?}");
+    assert!(stored.contains(&"payload-14".to_owned()), "{stored:?}");
+    unsafe {
+        kcheck_consumer_close(consumer);
+        kcheck_consumer_free(consumer);
+        kcheck_checkpointer_free(checkpointer);
+    }
+
+    // Read again from at most the failing record on, never before payload-10.
+    let again = unchecked_payloads(stream.name(), &group, &leases, Duration::from_secs(3));
+    assert!(again.contains(&"payload-15".to_owned()), "{again:?}");
+    assert!(
+        again
+            .iter()
+            .all(|p| p.trim_start_matches("payload-").parse::<usize>().unwrap() >= 10),
+        "{again:?}"
+    );
+    unsafe { kcheck_writer_free(writer) };
+}
+
+#[test]
+fn pipeline_run_refuses_null_arguments_automatic_checkpoints_and_a_closed_writer() {
+    let (kinesis, stream) = create_stream(1);
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let table = create_table(&client, false);
+    let writer = ffi_writer(&table, &[]);
+    let manual = memory_checkpointer(false);
+    let consumer = ffi_consumer(stream.name(), manual, None);
+    let mut state = PipelineHost::default();
+    let user_data: *mut c_void = ptr::from_mut(&mut state).cast();
+    let mut stats = kcheck_pipeline_stats {
+        records: SENTINEL as u64,
+        ..Default::default()
+    };
+    let run = |consumer: *const kcheck_consumer,
+               writer: *const kcheck_writer,
+               transform: kcheck_pipeline_transform,
+               stats: &mut kcheck_pipeline_stats| unsafe {
+        kcheck_pipeline_run(
+            consumer,
+            writer,
+            transform,
+            Some(until_enough),
+            user_data,
+            0,
+            stats,
+        )
+    };
+    let cases: [(
+        *const kcheck_consumer,
+        *const kcheck_writer,
+        kcheck_pipeline_transform,
+        &str,
+    ); 3] = [
+        (
+            ptr::null(),
+            writer,
+            Some(item_per_record),
+            "consumer is NULL",
+        ),
+        (
+            consumer,
+            ptr::null(),
+            Some(item_per_record),
+            "writer is NULL",
+        ),
+        (consumer, writer, None, "transform is NULL"),
+    ];
+    for (consumer, writer, transform, message) in cases {
+        assert_eq!(
+            run(consumer, writer, transform, &mut stats),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), message);
+        assert_eq!(stats.records, SENTINEL as u64);
+    }
+
+    // A consumer that checkpoints automatically is refused.
+    let automatic = memory_checkpointer(true);
+    let auto_consumer = ffi_consumer(stream.name(), automatic, None);
+    assert_eq!(
+        run(auto_consumer, writer, Some(item_per_record), &mut stats),
+        kcheck_status::InvalidConfig
+    );
+    assert!(last_error().contains("auto_checkpoint"), "{}", last_error());
+    assert_eq!(stats.records, SENTINEL as u64);
+
+    // Stopping at once writes the (empty) stats.
+    assert_eq!(
+        run(consumer, writer, Some(item_per_record), &mut stats),
+        kcheck_status::Ok,
+        "{}",
+        last_error()
+    );
+    assert_eq!(stats.records, 0);
+    assert!(host(user_data).seen.is_empty());
+
+    // A transform may return a status this library does not know.
+    put_payloads(&kinesis, &stream, 0..1);
+    host(user_data).stop_after = usize::MAX;
+    host(user_data).fail_on = Some(("payload-0".into(), 4242));
+    assert_eq!(
+        run(consumer, writer, Some(item_per_record), &mut stats),
+        kcheck_status::CallbackFailed
+    );
+    assert!(last_error().contains("(4242)"), "{}", last_error());
+    assert_eq!(host(user_data).seen, ["payload-0"]);
+
+    // A closed writer.
+    assert_eq!(unsafe { kcheck_writer_close(writer) }, kcheck_status::Ok);
+    assert_eq!(
+        run(consumer, writer, Some(item_per_record), &mut stats),
+        kcheck_status::Closed
+    );
+    unsafe {
+        kcheck_consumer_free(auto_consumer);
+        kcheck_consumer_free(consumer);
+        kcheck_checkpointer_free(automatic);
+        kcheck_checkpointer_free(manual);
+        kcheck_writer_free(writer);
+    }
+}

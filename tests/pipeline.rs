@@ -196,3 +196,66 @@ fn a_pipeline_refuses_a_consumer_that_checkpoints_by_itself() {
     consumer.close().unwrap();
     writer.close().unwrap();
 }
+
+#[test]
+fn a_failed_run_closes_the_consumer_so_its_unfinished_records_are_read_again() {
+    let (kinesis, stream) = create_stream(1);
+    let dynamodb = DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let table = create_table(&dynamodb, false);
+    let leases = unique_name("pipeline-leases");
+    let sent = put_payloads(&kinesis, &stream, 0..10);
+    let consumer_of_group = || {
+        consumer_for(&stream)
+            .checkpointer(
+                dynamodb_checkpointer("failing", &leases)
+                    .auto_checkpoint(false)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let writer = DynamoDbWriter::builder(&table)
+        .aws_config(dynamodb_config())
+        .build()
+        .unwrap();
+    let consumer = consumer_of_group();
+    let mut pipeline = Pipeline::new(&consumer, &writer)
+        .unwrap()
+        .checkpoint_interval(Duration::ZERO);
+    let error = pipeline
+        .run(
+            |record| {
+                if record.data == b"payload-5" {
+                    return Err(Error::InvalidArgument("cannot transform payload-5".into()));
+                }
+                let pk = AttributeValue::s(String::from_utf8_lossy(&record.data));
+                Ok(vec![Write::put(item([("pk", pk)]))])
+            },
+            || true,
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("payload-5"), "{error}");
+    assert!(consumer.is_closed());
+    // A second run on the same consumer, with records arriving meanwhile,
+    // must not checkpoint past the records the failed run left unfinished.
+    let more = put_payloads(&kinesis, &stream, 10..15);
+    let started = Instant::now();
+    Pipeline::new(&consumer, &writer)
+        .unwrap()
+        .checkpoint_interval(Duration::ZERO)
+        .run(
+            |record| {
+                let pk = AttributeValue::s(String::from_utf8_lossy(&record.data));
+                Ok(vec![Write::put(item([("pk", pk)]))])
+            },
+            || started.elapsed() < Duration::from_secs(2),
+        )
+        .unwrap();
+    let again = consumer_of_group();
+    let replayed = payloads(&take(&again, 15, Duration::from_secs(10)));
+    let expected: Vec<String> = sent[5..].iter().chain(&more).cloned().collect();
+    assert!(replayed.ends_with(&expected), "{replayed:?}");
+    again.close().unwrap();
+    writer.close().unwrap();
+}

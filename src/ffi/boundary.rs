@@ -202,13 +202,41 @@ pub(crate) unsafe fn with_shared_handle<H: Handle>(
     body: impl FnOnce(&H) -> Outcome,
 ) -> kcheck_status {
     boundary(|| {
-        unsafe { live(handle) }?;
-        // SAFETY: `handle` came from `Arc::into_raw` and is live.
-        let in_flight: Arc<H> = unsafe {
-            Arc::increment_strong_count(handle);
-            Arc::from_raw(handle)
-        };
+        let in_flight = unsafe { in_flight(handle) }?;
         poisoning_on_panic(&*in_flight, body)
+    })
+}
+
+/// `with_shared_handle` for a call on two shared handles: both are held
+/// for the call, and a panic inside `body` poisons both.
+///
+/// # Safety
+/// `first` and `second` are NULL or live handles made by
+/// `into_shared_handle`.
+pub(crate) unsafe fn with_two_shared_handles<A: Handle, B: Handle>(
+    first: *const A,
+    second: *const B,
+    body: impl FnOnce(&A, &B) -> Outcome,
+) -> kcheck_status {
+    boundary(|| {
+        let first = unsafe { in_flight(first) }?;
+        let second = unsafe { in_flight(second) }?;
+        poisoning_on_panic(&*first, |first| {
+            poisoning_on_panic(&*second, |second| body(first, second))
+        })
+    })
+}
+
+/// The call's own reference to a live shared handle.
+///
+/// # Safety
+/// `handle` is NULL or a live handle made by `into_shared_handle`.
+unsafe fn in_flight<H: Handle>(handle: *const H) -> Result<Arc<H>, Failure> {
+    unsafe { live(handle) }?;
+    // SAFETY: `handle` came from `Arc::into_raw` and is live.
+    Ok(unsafe {
+        Arc::increment_strong_count(handle);
+        Arc::from_raw(handle)
     })
 }
 

@@ -47,7 +47,7 @@ impl Handle for kcheck_consumer_builder {
 /// still running, such as `kcheck_consumer_close`, drops only the
 /// caller's reference.
 pub struct kcheck_consumer {
-    consumer: Consumer,
+    pub(crate) consumer: Consumer,
     owner_id: CString,
     state: HandleState,
 }

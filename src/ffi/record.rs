@@ -49,7 +49,7 @@ pub struct kcheck_record_fields {
 }
 
 impl kcheck_record_fields {
-    fn of(record: &Record) -> kcheck_record_fields {
+    pub(crate) fn of(record: &Record) -> kcheck_record_fields {
         let (explicit_hash_key, explicit_hash_key_len) = match &record.explicit_hash_key {
             Some(key) => (key.as_ptr().cast(), key.len()),
             None => (std::ptr::null(), 0),

@@ -49,6 +49,10 @@ pub enum kcheck_status {
     /// parent; create a new one here. `_free` of such a handle leaves it
     /// alone.
     Forked = 15,
+    /// A callback of the host returned a failure: `kcheck_pipeline_run`
+    /// stopped because its transform returned a status other than
+    /// `KCHECK_STATUS_OK` (the message names that status and the record).
+    CallbackFailed = 16,
 }
 
 impl kcheck_status {
@@ -80,7 +84,7 @@ pub extern "C" fn kcheck_status_name(status: u32) -> *const c_char {
     status_name(status).as_ptr()
 }
 
-fn status_name(status: u32) -> &'static CStr {
+pub(crate) fn status_name(status: u32) -> &'static CStr {
     match status {
         0 => c"KCHECK_STATUS_OK",
         1 => c"KCHECK_STATUS_INVALID_ARGUMENT",
@@ -98,6 +102,7 @@ fn status_name(status: u32) -> &'static CStr {
         13 => c"KCHECK_STATUS_PANIC",
         14 => c"KCHECK_STATUS_POISONED",
         15 => c"KCHECK_STATUS_FORKED",
+        16 => c"KCHECK_STATUS_CALLBACK_FAILED",
         _ => c"KCHECK_STATUS_UNKNOWN",
     }
 }
@@ -125,6 +130,7 @@ mod tests {
             kcheck_status::Panic,
             kcheck_status::Poisoned,
             kcheck_status::Forked,
+            kcheck_status::CallbackFailed,
         ];
         for status in statuses {
             let name = status_name(status as u32).to_str().unwrap();
@@ -140,6 +146,6 @@ mod tests {
                     });
             assert_eq!(name, expected);
         }
-        assert_eq!(status_name(16).to_str().unwrap(), "KCHECK_STATUS_UNKNOWN");
+        assert_eq!(status_name(17).to_str().unwrap(), "KCHECK_STATUS_UNKNOWN");
     }
 }

@@ -37,10 +37,10 @@ impl Handle for kcheck_writer_builder {
 /// flight (an `Arc` behind the pointer): freeing it while another thread's
 /// call is still running drops only the caller's reference.
 pub struct kcheck_writer {
-    writer: DynamoDbWriter,
+    pub(crate) writer: DynamoDbWriter,
     /// Set when `kcheck_writer_close` starts: a write refused afterwards
     /// reports `KCHECK_STATUS_CLOSED`.
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     state: HandleState,
 }
 
@@ -306,7 +306,11 @@ pub unsafe extern "C" fn kcheck_writer_builder_free(builder: *mut kcheck_writer_
 ///
 /// # Safety
 /// `json` is NULL or readable for `len` bytes.
-unsafe fn item_argument(json: *const u8, len: usize, name: &str) -> Result<Item, Failure> {
+pub(crate) unsafe fn item_argument(
+    json: *const u8,
+    len: usize,
+    name: &str,
+) -> Result<Item, Failure> {
     let bytes: &[u8] = match (json.is_null(), len) {
         (true, _) => return Err(Failure::invalid_argument(format!("{name} is NULL"))),
         (false, len) => unsafe { std::slice::from_raw_parts(json, len) },

@@ -78,6 +78,9 @@ struct State {
     wake: bool,
     /// How many incoming records make the sending thread worth waking.
     sender_needs: usize,
+    /// The sending thread waits for a shard's budget: waking it for a
+    /// waiting put or flush would not send anything sooner.
+    sender_waits_for_budget: bool,
 }
 
 impl Default for State {
@@ -89,6 +92,7 @@ impl Default for State {
             bytes_put: 0,
             wake: false,
             sender_needs: 1,
+            sender_waits_for_budget: false,
         }
     }
 }
@@ -169,8 +173,10 @@ impl Shared {
 
     /// Wakes the sending thread for a waiting put or flush.
     fn nudge(&self, state: &mut State) {
-        state.wake = true;
-        self.work.notify_one();
+        if !state.sender_waits_for_budget {
+            state.wake = true;
+            self.work.notify_one();
+        }
     }
 
     /// Refuses further records; the sending thread ends once it sent
@@ -235,19 +241,23 @@ impl Shared {
     }
 
     /// For the sending thread: waits up to `pause` unless `needs` records,
-    /// a flush, a full buffer or close call for it sooner; then swaps the
-    /// records put since the last call into `arrived` (empty, kept to reuse
-    /// its room).
+    /// a flush, a full buffer or close call for it sooner (only `needs`
+    /// records when it waits `for_budget`: nothing else gets sent sooner);
+    /// then swaps the records put since the last call into `arrived`
+    /// (empty, kept to reuse its room).
     pub fn wait_for_work(
         &self,
         pause: Duration,
+        for_budget: bool,
         needs: usize,
         arrived: &mut Vec<UserRecord>,
     ) -> Work {
         let mut state = self.state.lock();
-        if state.incoming.len() < needs && !state.wake && !pause.is_zero() {
+        if state.incoming.len() < needs && (for_budget || !state.wake) && !pause.is_zero() {
             state.sender_needs = needs;
+            state.sender_waits_for_budget = for_budget;
             self.work.wait_for(&mut state, pause);
+            state.sender_waits_for_budget = false;
         }
         state.sender_needs = usize::MAX;
         state.wake = false;

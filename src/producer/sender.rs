@@ -311,6 +311,7 @@ struct Sender {
 impl Sender {
     fn run(&mut self) {
         let mut pause = Duration::ZERO;
+        let mut for_budget = false;
         // Swapped with the shared one, so neither regrows for every batch.
         let mut arrived = Vec::new();
         loop {
@@ -321,7 +322,10 @@ impl Sender {
                 0 => 1,
                 _ => self.shared.options.batch_size.saturating_sub(queued).max(1),
             };
-            let Work { hurry, closed } = self.shared.wait_for_work(pause, needs, &mut arrived);
+            let Work { hurry, closed } =
+                self.shared
+                    .wait_for_work(pause, for_budget, needs, &mut arrived);
+            for_budget = false;
 
             let now = Instant::now();
             if !arrived.is_empty() && self.oldest.is_none() {
@@ -351,6 +355,7 @@ impl Sender {
             }
             let (request, wait) = self.build_request(now);
             pause = if request.entries.is_empty() {
+                for_budget = true;
                 wait.clamp(Duration::from_millis(1), MAX_PAUSE)
             } else {
                 self.send(request);

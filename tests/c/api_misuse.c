@@ -92,6 +92,7 @@ static void status_names(void) {
         "KCHECK_STATUS_PANIC",
         "KCHECK_STATUS_POISONED",
         "KCHECK_STATUS_FORKED",
+        "KCHECK_STATUS_CALLBACK_FAILED",
     };
     /* The numbers are part of the ABI. */
     static const uint32_t values[] = {
@@ -111,6 +112,7 @@ static void status_names(void) {
         KCHECK_STATUS_PANIC,
         KCHECK_STATUS_POISONED,
         KCHECK_STATUS_FORKED,
+        KCHECK_STATUS_CALLBACK_FAILED,
     };
     uint32_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -122,7 +124,7 @@ static void status_names(void) {
             failures++;
         }
     }
-    CHECK(strcmp(kcheck_status_name(16), "KCHECK_STATUS_UNKNOWN") == 0);
+    CHECK(strcmp(kcheck_status_name(17), "KCHECK_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(kcheck_status_name(1000), "KCHECK_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(kcheck_status_name(UINT32_MAX), "KCHECK_STATUS_UNKNOWN") == 0);
 }

@@ -28,6 +28,13 @@ and ``DynamoDBWriter`` writes items to DynamoDB tables, batched and paced::
     with DynamoDBWriter("my-table", write_capacity=100) as writer:
         writer.put({"pk": "user-1", "visits": 3})
 
+and ``Pipeline`` turns a consumer's records into a writer's items,
+checkpointing only what is written::
+
+    from kcheck import Pipeline
+
+    Pipeline(consumer, writer).run(lambda record: [json.loads(record.data)], stop=event)
+
 Log records of the library go to the ``kcheck`` logger hierarchy.
 """
 
@@ -38,6 +45,7 @@ from ._logging import TRACE, refresh_log_level
 from .checkpointers import CheckPointer, DynamoDBCheckPointer, MemoryCheckPointer
 from .consumer import Consumer
 from .errors import (
+    CallbackFailedError,
     ConsumerClosedError,
     CredentialsError,
     ForkError,
@@ -56,6 +64,7 @@ from .errors import (
     TransportError,
     WriterClosedError,
 )
+from .pipeline import Delete, Pipeline, Put
 from .producer import Producer
 from .record import Record
 from .writer import DynamoDBWriter
@@ -64,6 +73,9 @@ __all__ = [
     "Consumer",
     "Producer",
     "DynamoDBWriter",
+    "Pipeline",
+    "Put",
+    "Delete",
     "DynamoDBCheckPointer",
     "MemoryCheckPointer",
     "CheckPointer",
@@ -85,6 +97,7 @@ __all__ = [
     "ProducerClosedError",
     "WriterClosedError",
     "ForkError",
+    "CallbackFailedError",
     "TRACE",
     "refresh_log_level",
     "library_version",

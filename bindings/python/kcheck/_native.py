@@ -32,6 +32,7 @@ from ctypes import (
     CFUNCTYPE,
     POINTER,
     Structure,
+    c_bool,
     c_char_p,
     c_double,
     c_int64,
@@ -117,6 +118,24 @@ _check_record_fields_layout()
 
 #: ``void (*)(void *user_data, uint32_t level, const char *target, const char *message)``
 LOG_CALLBACK = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p, c_char_p)
+
+
+class PipelineStats(Structure):
+    """Mirror of ``kcheck_pipeline_stats`` (frozen in the ABI)."""
+
+    _fields_ = [
+        ("records", c_uint64),
+        ("writes", c_uint64),
+        ("checkpoints", c_uint64),
+        ("records_pending", c_uint64),
+    ]
+
+
+#: ``uint32_t (*)(void *user_data, const kcheck_record_fields *record, kcheck_pipeline_emitter *emitter)``;
+#: the record's address comes as an int (read with ``RECORD_FIELDS``).
+PIPELINE_TRANSFORM = CFUNCTYPE(c_uint32, c_void_p, c_void_p, c_void_p)
+#: ``bool (*)(void *user_data)``
+PIPELINE_KEEP_GOING = CFUNCTYPE(c_bool, c_void_p)
 
 _status = c_uint32
 _out_ptr = POINTER(c_void_p)
@@ -221,6 +240,14 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_writer_stats_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_writer_take_failures_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_writer_free": (None, [c_void_p], False),
+    # the consumer -> writer pipeline
+    "kcheck_pipeline_run": (
+        _status,
+        [c_void_p, c_void_p, PIPELINE_TRANSFORM, PIPELINE_KEEP_GOING, c_void_p, c_uint64, POINTER(PipelineStats)],
+        True,
+    ),
+    "kcheck_pipeline_emit_put": (_status, [c_void_p, c_char_p, c_char_p, c_size_t], True),
+    "kcheck_pipeline_emit_delete": (_status, [c_void_p, c_char_p, c_char_p, c_size_t], True),
     # logging
     "kcheck_set_log_callback": (_status, [LOG_CALLBACK, c_void_p, c_uint32], True),
     # records and batches

@@ -30,6 +30,7 @@ __all__ = [
     "ProducerClosedError",
     "WriterClosedError",
     "ForkError",
+    "CallbackFailedError",
     "error_for_status",
 ]
 
@@ -50,6 +51,7 @@ STATUS_INTERNAL_ERROR = 12
 STATUS_PANIC = 13
 STATUS_POISONED = 14
 STATUS_FORKED = 15
+STATUS_CALLBACK_FAILED = 16
 
 STATUS_NAMES: Dict[int, str] = {
     STATUS_OK: "KCHECK_STATUS_OK",
@@ -68,6 +70,7 @@ STATUS_NAMES: Dict[int, str] = {
     STATUS_PANIC: "KCHECK_STATUS_PANIC",
     STATUS_POISONED: "KCHECK_STATUS_POISONED",
     STATUS_FORKED: "KCHECK_STATUS_FORKED",
+    STATUS_CALLBACK_FAILED: "KCHECK_STATUS_CALLBACK_FAILED",
 }
 
 
@@ -209,6 +212,15 @@ class ForkError(KcheckError):
     default_status = STATUS_FORKED
 
 
+class CallbackFailedError(KcheckError):
+    """A callback stopped the library's work: a pipeline's transform failed.
+
+    :meth:`kcheck.Pipeline.run` raises the transform's own exception instead.
+    """
+
+    default_status = STATUS_CALLBACK_FAILED
+
+
 _BY_STATUS: Dict[int, Type[KcheckError]] = {
     STATUS_INVALID_ARGUMENT: InvalidArgumentError,
     STATUS_INVALID_UTF8: InvalidUtf8Error,
@@ -224,6 +236,7 @@ _BY_STATUS: Dict[int, Type[KcheckError]] = {
     STATUS_PANIC: PanicError,
     STATUS_POISONED: PoisonedError,
     STATUS_FORKED: ForkError,
+    STATUS_CALLBACK_FAILED: CallbackFailedError,
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
 
-__all__ = ["Record"]
+__all__ = ["Record", "record_from_fields"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _lib = _native.lib
@@ -217,3 +217,22 @@ def decode_batch(batch: _Batch) -> Tuple[List[Record], int]:
         append(record)
         index += 1
     return records, len(set(shards.values()))
+
+
+def record_from_fields(address: int) -> Record:
+    """A :class:`Record` copied from the ``kcheck_record_fields`` at
+    ``address``, which a callback borrows for its call only (a pipeline's
+    transform). Detached: it has no native record to checkpoint."""
+    data, dl, pk, pkl, seq, seql, sub, shard, shardl, ts, ehk, ehkl = _native.RECORD_FIELDS.unpack(
+        ctypes.string_at(address, _native.RECORD_FIELDS_SIZE)
+    )
+    string_at = ctypes.string_at
+    return Record(
+        string_at(data, dl),
+        string_at(pk, pkl).decode(),
+        string_at(seq, seql).decode(),
+        sub,
+        string_at(shard, shardl).decode(),
+        ts,
+        string_at(ehk, ehkl).decode() if ehk else None,
+    )
