@@ -1275,3 +1275,36 @@ fn secrets_never_appear_in_debug_output() {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
 }
+
+#[test]
+fn a_profile_chosen_on_the_builder_wins_over_aws_profile_and_environment_keys() {
+    let home = TempDir::new();
+    let env = profile_env(&home, Some("prod")).with_var("AWS_ACCESS_KEY_ID", "AKIDENV");
+    let env = env.with_var("AWS_SECRET_ACCESS_KEY", "env-secret");
+    let config = AwsConfig::builder()
+        .environment(env.clone())
+        .profile("dev")
+        .build()
+        .expect("config");
+    // The profile's region and credentials, not AWS_PROFILE's nor the keys'.
+    assert_eq!(config.region(), "us-west-2");
+    let credentials = config.credentials_provider().provide_credentials().unwrap();
+    assert_eq!(credentials.access_key_id(), "AKIDDEVCREDS");
+    // Without it, the environment's keys come first.
+    let config = AwsConfig::builder().environment(env).build().unwrap();
+    let credentials = config.credentials_provider().provide_credentials().unwrap();
+    assert_eq!(credentials.access_key_id(), "AKIDENV");
+    // A profile that is not defined is an error naming it.
+    let config = AwsConfig::builder()
+        .environment(profile_env(&home, None))
+        .profile("nowhere")
+        .build()
+        .unwrap();
+    let error = credentials_message(
+        config
+            .credentials_provider()
+            .provide_credentials()
+            .unwrap_err(),
+    );
+    assert!(error.contains("nowhere"), "{error}");
+}

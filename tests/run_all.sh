@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy (with the command-line tool: feature cli)"
+cargo clippy --workspace --all-targets --locked --features kcheck/cli -- -D warnings
 
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --features kcheck/cli 2>&1 | tee "$log"
 
 echo "== python tests"
 # The package's pytest suite against a fresh build of the library and the

@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::kinesis::IteratorPosition;
 use crate::transport::ClientSettings;
 
-const SHARD_END: &str = "SHARD_END";
+pub(super) const SHARD_END: &str = "SHARD_END";
 /// How long `prepare` waits for a new table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -518,7 +518,7 @@ fn epoch_millis(time: SystemTime) -> u64 {
 }
 
 /// Reads a lease item; a damaged item is an error naming what is wrong.
-fn parse_lease(stored: &Item) -> Result<Lease> {
+pub(super) fn parse_lease(stored: &Item) -> Result<Lease> {
     let malformed = |what: &str| Error::MalformedResponse {
         operation: "lease item",
         status: 200,

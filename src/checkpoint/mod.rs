@@ -4,15 +4,21 @@
 //! release it over the new owner.
 
 mod dynamodb;
+mod formats;
+mod group;
 mod memory;
 mod position;
+mod snapshot;
 
 use std::fmt;
 use std::time::Duration;
 
 pub use dynamodb::{DynamoDbCheckpointer, DynamoDbCheckpointerBuilder};
+pub use formats::{copy, AsyncKinesisTable, CheckpointTable, KclTable, ReadCheckpoints};
+pub use group::{Backlog, Change, ConsumerGroup, LeaseInfo, LeaseState, ResetTo, SavedCheckpoint};
 pub use memory::MemoryCheckpointer;
 pub use position::{compare_sequence_numbers, is_sequence_number, Checkpoint, Position};
+pub use snapshot::{SnapshotInfo, Snapshots};
 
 use crate::error::Result;
 use crate::kinesis::IteratorPosition;

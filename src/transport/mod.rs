@@ -205,9 +205,18 @@ pub struct AwsConfigBuilder {
     endpoint_url: Option<String>,
     credentials: Option<SharedCredentialsProvider>,
     env: Option<Environment>,
+    profile: Option<String>,
     http: HttpOptions,
     retry: RetryPolicy,
 }
+
+/// The variables that make the default chain use static credentials from
+/// the environment instead of a profile.
+const ENVIRONMENT_CREDENTIAL_VARS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
 
 impl AwsConfigBuilder {
     /// The region (otherwise AWS_REGION, AWS_DEFAULT_REGION, the profile's
@@ -235,6 +244,16 @@ impl AwsConfigBuilder {
         self
     }
 
+    /// Use this profile of the shared config and credentials files, as
+    /// the AWS CLI's `--profile` does: it wins over `AWS_PROFILE`, and its
+    /// credentials over `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (a
+    /// profile that is not defined is an error when credentials are
+    /// first needed).
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
+        self
+    }
+
     /// HTTP limits.
     pub fn http_options(mut self, http: HttpOptions) -> Self {
         self.http = http;
@@ -250,7 +269,14 @@ impl AwsConfigBuilder {
     /// Resolves region and credentials provider. Credentials themselves are
     /// fetched lazily, at the first request.
     pub fn build(self) -> Result<AwsConfig> {
-        let env = self.env.unwrap_or_else(Environment::process);
+        let mut env = self.env.unwrap_or_else(Environment::process);
+        if let Some(profile) = self.profile {
+            env = ENVIRONMENT_CREDENTIAL_VARS
+                .iter()
+                .fold(env.with_var("AWS_PROFILE", profile), |env, var| {
+                    env.without_var(*var)
+                });
+        }
         let region = region::resolve(self.region.as_deref(), &env)?;
         let endpoint_url = self
             .endpoint_url

@@ -1,0 +1,386 @@
+//! `kcheck checkpoints`: export, import, snapshot, restore, reset, and
+//! copy between the kcheck, KCL and async-kinesis table layouts.
+
+use std::io::{self, BufRead};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use kcheck::checkpoint::{
+    copy, AsyncKinesisTable, Change, Checkpoint, CheckpointTable, KclTable, ResetTo,
+    SavedCheckpoint, Snapshots,
+};
+use kcheck::dynamodb::DynamoDbClient;
+use serde::Serialize;
+
+use crate::output::{cell, epoch_millis, json_lines, Table};
+use crate::{explain, table_of, Connection, Failure, GroupArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointsCommand {
+    /// Every checkpoint of the group as JSON lines (to save in a file).
+    Export {
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// Write checkpoints exported as JSON lines (stdin) into the group.
+    Import {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// Also move leases of running consumers (they are fenced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Keep every checkpoint of the group under LABEL in the history table.
+    Snapshot {
+        #[command(flatten)]
+        group: GroupArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
+        label: String,
+        /// The snapshot expires after this many days [kept for ever].
+        #[arg(long, value_name = "DAYS")]
+        retention_days: Option<u64>,
+    },
+    /// The group's snapshots, oldest first.
+    Snapshots {
+        #[command(flatten)]
+        group: GroupArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
+    },
+    /// Write a snapshot's checkpoints back.
+    Restore {
+        #[command(flatten)]
+        group: GroupArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
+        label: String,
+        /// Also move leases of running consumers (they are fenced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move the checkpoints of a stream (or of one shard).
+    Reset {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// The stream whose checkpoints move.
+        #[arg(long)]
+        stream: String,
+        /// Only this shard [every shard of the stream with a lease].
+        #[arg(long, value_name = "ID")]
+        shard: Option<String>,
+        /// trim-horizon, latest, timestamp:MILLIS or sequence:N[/SUB]
+        /// (resume after that record).
+        #[arg(long, value_parser = parse_reset_to)]
+        to: ResetTo,
+        /// Also move leases of running consumers (they are fenced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy every checkpoint between tables of kcheck, the Java KCL and
+    /// async-kinesis (what a layout cannot hold is left and said).
+    Copy {
+        /// Where from: kcheck:TABLE, kcl:TABLE or async-kinesis:TABLE.
+        #[arg(long, value_name = "FORMAT:TABLE", value_parser = parse_location)]
+        from: Location,
+        /// Where to, as --from.
+        #[arg(long, value_name = "FORMAT:TABLE", value_parser = parse_location)]
+        to: Location,
+        /// The consumer group of a kcheck table (the application of the others).
+        #[arg(long, value_name = "APP")]
+        name: String,
+        /// The stream of a single-stream KCL or an async-kinesis table (for
+        /// KCL multi-stream keys: account:stream:creationEpoch).
+        #[arg(long)]
+        stream: Option<String>,
+        /// An async-kinesis owner that wrote within this many seconds is alive.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        session_timeout: u64,
+        /// Also move leases of running consumers (they are fenced).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A checkpoint table and its layout.
+#[derive(Debug, Clone)]
+pub struct Location {
+    format: Format,
+    table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Kcheck,
+    Kcl,
+    AsyncKinesis,
+}
+
+fn parse_location(text: &str) -> Result<Location, String> {
+    let (format, table) = text
+        .split_once(':')
+        .filter(|(_, table)| !table.is_empty())
+        .ok_or_else(|| format!("expected FORMAT:TABLE, got {text:?}"))?;
+    let format = match format {
+        "kcheck" => Format::Kcheck,
+        "kcl" => Format::Kcl,
+        "async-kinesis" => Format::AsyncKinesis,
+        other => {
+            return Err(format!(
+                "the format is kcheck, kcl or async-kinesis, not {other:?}"
+            ))
+        }
+    };
+    Ok(Location {
+        format,
+        table: table.to_owned(),
+    })
+}
+
+impl Location {
+    /// The table, opened as its layout reads and writes it.
+    fn open(
+        &self,
+        connection: &Connection,
+        name: &str,
+        stream: Option<&str>,
+        session_timeout: Duration,
+    ) -> Result<Box<dyn CheckpointTable>, Failure> {
+        let client = DynamoDbClient::new(&connection.aws_config()?)?;
+        Ok(match self.format {
+            Format::Kcheck => Box::new(connection.group(&GroupArgs {
+                name: name.to_owned(),
+                table: Some(self.table.clone()),
+            })?),
+            Format::Kcl => {
+                let table = KclTable::new(client, &self.table, name);
+                Box::new(match stream {
+                    Some(stream) => table.stream(stream),
+                    None => table,
+                })
+            }
+            Format::AsyncKinesis => {
+                let stream = stream.ok_or_else(|| {
+                    Failure::new("an async-kinesis table holds one stream: name it with --stream")
+                })?;
+                Box::new(AsyncKinesisTable::new(
+                    client,
+                    &self.table,
+                    name,
+                    stream,
+                    session_timeout,
+                ))
+            }
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The history table [the lease table's name + "-history"].
+    #[arg(long, value_name = "TABLE")]
+    history_table: Option<String>,
+}
+
+fn parse_reset_to(text: &str) -> Result<ResetTo, String> {
+    text.parse::<ResetTo>().map_err(|e| match e {
+        kcheck::Error::InvalidArgument(message) => message,
+        other => other.to_string(),
+    })
+}
+
+pub fn run(connection: &Connection, command: &CheckpointsCommand) -> Result<(), Failure> {
+    match command {
+        CheckpointsCommand::Export { group } => {
+            let table = table_of(group);
+            let saved = connection
+                .group(group)?
+                .export()
+                .map_err(|e| explain(e, &table, None))?;
+            Ok(json_lines(&saved)?)
+        }
+        CheckpointsCommand::Import { group, force } => {
+            let table = table_of(group);
+            let saved = read_saved()?;
+            let changes = connection
+                .group(group)?
+                .import(&saved, *force)
+                .map_err(|e| explain(e, &table, None))?;
+            print_changes(connection, &changes)
+        }
+        CheckpointsCommand::Snapshot {
+            group,
+            history,
+            label,
+            retention_days,
+        } => {
+            let (snapshots, table) = snapshots(connection, group, history)?;
+            let snapshots = match retention_days {
+                Some(days) => snapshots.retention(Duration::from_secs(days * 86_400)),
+                None => snapshots,
+            };
+            let info = snapshots
+                .snapshot(label)
+                .map_err(|e| explain(e, &table, None))?;
+            print_snapshots(connection, &[info])
+        }
+        CheckpointsCommand::Snapshots { group, history } => {
+            let (snapshots, table) = snapshots(connection, group, history)?;
+            let all = snapshots
+                .snapshots()
+                .map_err(|e| explain(e, &table, None))?;
+            print_snapshots(connection, &all)
+        }
+        CheckpointsCommand::Restore {
+            group,
+            history,
+            label,
+            force,
+        } => {
+            let (snapshots, table) = snapshots(connection, group, history)?;
+            let changes = snapshots
+                .restore(label, *force)
+                .map_err(|e| explain(e, &table, None))?;
+            print_changes(connection, &changes)
+        }
+        CheckpointsCommand::Reset {
+            group,
+            stream,
+            shard,
+            to,
+            force,
+        } => {
+            let table = table_of(group);
+            let changes = connection
+                .group(group)?
+                .reset(stream, shard.as_deref(), to, *force)
+                .map_err(|e| explain(e, &table, Some(stream)))?;
+            print_changes(connection, &changes)
+        }
+        CheckpointsCommand::Copy {
+            from,
+            to,
+            name,
+            stream,
+            session_timeout,
+            force,
+        } => {
+            let timeout = Duration::from_secs(*session_timeout);
+            let source = from.open(connection, name, stream.as_deref(), timeout)?;
+            let target = to.open(connection, name, stream.as_deref(), timeout)?;
+            let (changes, notes) = copy(source.as_ref(), target.as_ref(), *force).map_err(|e| {
+                explain(
+                    e,
+                    &format!("{} or {}", from.table, to.table),
+                    stream.as_deref(),
+                )
+            })?;
+            for note in notes {
+                eprintln!("note: {note}");
+            }
+            print_changes(connection, &changes)
+        }
+    }
+}
+
+/// The group's snapshots, and the lease table errors name (a missing
+/// history table is created by a snapshot, and has no snapshots).
+fn snapshots(
+    connection: &Connection,
+    group: &GroupArgs,
+    history: &HistoryArgs,
+) -> Result<(Snapshots, String), Failure> {
+    let snapshots = Snapshots::new(connection.group(group)?);
+    let snapshots = match &history.history_table {
+        Some(table) => snapshots.table_name(table),
+        None => snapshots,
+    };
+    Ok((snapshots, table_of(group)))
+}
+
+/// Checkpoints as JSON lines from stdin; a bad line is named.
+fn read_saved() -> Result<Vec<SavedCheckpoint>, Failure> {
+    let mut saved = Vec::new();
+    for (index, line) in io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        saved.push(serde_json::from_str(&line).map_err(|e| {
+            Failure::new(format!(
+                "stdin line {}: not an exported checkpoint: {e}",
+                index + 1
+            ))
+        })?);
+    }
+    Ok(saved)
+}
+
+#[derive(Serialize)]
+struct ChangeRow<'a> {
+    stream: &'a str,
+    shard: &'a str,
+    before: Option<String>,
+    after: Option<String>,
+    fenced: Option<&'a str>,
+    note: Option<&'a str>,
+}
+
+fn print_changes(connection: &Connection, changes: &[Change]) -> Result<(), Failure> {
+    let rows = changes.iter().map(|change| ChangeRow {
+        stream: &change.stream,
+        shard: &change.shard,
+        before: change.before.as_ref().map(Checkpoint::to_string),
+        after: change.after.as_ref().map(Checkpoint::to_string),
+        fenced: change.fenced.as_deref(),
+        note: change.note.as_deref(),
+    });
+    if connection.json {
+        return Ok(json_lines(rows)?);
+    }
+    let mut table = Table::new(&["STREAM", "SHARD", "BEFORE", "AFTER", "FENCED", "NOTE"]);
+    for row in rows {
+        table.row(vec![
+            row.stream.to_owned(),
+            row.shard.to_owned(),
+            cell(row.before),
+            cell(row.after),
+            cell(row.fenced),
+            cell(row.note),
+        ]);
+    }
+    table.print()?;
+    println!("{} checkpoints written", changes.len());
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SnapshotRow<'a> {
+    label: &'a str,
+    /// Milliseconds since the epoch.
+    created_at: u64,
+    checkpoints: usize,
+}
+
+fn print_snapshots(
+    connection: &Connection,
+    snapshots: &[kcheck::checkpoint::SnapshotInfo],
+) -> Result<(), Failure> {
+    let rows = snapshots.iter().map(|info| SnapshotRow {
+        label: &info.label,
+        created_at: epoch_millis(info.created_at),
+        checkpoints: info.checkpoints,
+    });
+    if connection.json {
+        return Ok(json_lines(rows)?);
+    }
+    let mut table = Table::new(&["LABEL", "CREATED_AT_MS", "CHECKPOINTS"]);
+    for row in rows {
+        table.row(vec![
+            row.label.to_owned(),
+            row.created_at.to_string(),
+            row.checkpoints.to_string(),
+        ]);
+    }
+    Ok(table.print()?)
+}
