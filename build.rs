@@ -46,7 +46,11 @@ fn main() {
     };
     config.enumeration.prefix_with_name = true;
     // Enums passed as uint32_t are not referenced by a signature; list them.
-    config.export.include = vec!["kcheck_initial_position".into(), "kcheck_log_level".into()];
+    config.export.include = vec![
+        "kcheck_initial_position".into(),
+        "kcheck_log_level".into(),
+        "kcheck_table_format".into(),
+    ];
     config.enumeration.rename_variants = cbindgen::RenameRule::ScreamingSnakeCase;
 
     // cbindgen follows the `mod` declarations of src/ffi/mod.rs.

@@ -203,6 +203,34 @@ typedef uint32_t kcheck_log_level;
 #endif // __cplusplus
 
 /**
+ * The layout of another consumer's checkpoint table, for
+ * `kcheck_group_copy_from` and `kcheck_group_copy_to`.
+ */
+enum kcheck_table_format
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A Java KCL lease table (`leaseKey`, `leaseOwner`, `leaseCounter`,
+   * `checkpoint`, ...).
+   */
+  KCHECK_TABLE_FORMAT_KCL = 0,
+  /**
+   * An async-kinesis checkpoint table of one stream (`shard_id`, `ref`,
+   * `ts`, `sequence`).
+   */
+  KCHECK_TABLE_FORMAT_ASYNC_KINESIS = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_table_format kcheck_table_format;
+#else
+typedef uint32_t kcheck_table_format;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Records returned together by `kcheck_consumer_next_batch`.
  */
 typedef struct kcheck_batch kcheck_batch;
@@ -231,6 +259,19 @@ typedef struct kcheck_consumer kcheck_consumer;
  * Options of a consumer being built.
  */
 typedef struct kcheck_consumer_builder kcheck_consumer_builder;
+
+/**
+ * The leases and checkpoints of a DynamoDB checkpointer's consumer group,
+ * seen from outside its consumers. Shared by the caller and every call in
+ * flight (an `Arc` behind the pointer).
+ *
+ * Moving checkpoints of a running group races its consumers: calls that
+ * write refuse a live lease with `KCHECK_STATUS_INVALID_ARGUMENT` (before
+ * writing anything) unless `force` is 1; a forced write fences the owner,
+ * which lets the shard go, and the next owner starts from the position
+ * written.
+ */
+typedef struct kcheck_group kcheck_group;
 
 /**
  * Where the transform puts the writes of one record. Valid only during
@@ -850,6 +891,218 @@ kcheck_status kcheck_consumer_close(const kcheck_consumer *consumer);
  * next returns `KCHECK_STATUS_CLOSED`); no call may start after free.
  */
 void kcheck_consumer_free(kcheck_consumer *consumer);
+
+/**
+ * The consumer group of `checkpointer` (a DynamoDB checkpointer: its group
+ * name, table, endpoint, region and session timeout, which judges whether
+ * a lease is alive). The checkpointer may be freed afterwards. Free the
+ * group with `kcheck_group_free`. A memory checkpointer is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `checkpointer` is NULL or a live checkpointer; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_new(const kcheck_checkpointer *checkpointer, kcheck_group **out);
+
+/**
+ * Every lease of the group, on every stream, ordered by stream and shard,
+ * as JSON lines (one object a line, each ending in a newline; empty when
+ * none): `stream`, `shard`, `owner`, `state` ("alive", "expired", "free"
+ * or "finished"), `checkpoint` (`SEQUENCE/SUB` or `SHARD_END`), `counter`,
+ * `renewed_at_ms` (the owner's last write, to the second, in milliseconds
+ * since the epoch), `handoff_to` and `ttl` (epoch seconds); absent values
+ * are null. A missing table is `KCHECK_STATUS_SERVICE_ERROR` naming it.
+ * Free the string with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_leases_json(const kcheck_group *group, char **out);
+
+/**
+ * Every checkpoint of the group, ordered by stream and shard, as JSON
+ * lines to save and give to `kcheck_group_import_json` (this group's or
+ * another's), the format of `kcheck checkpoints export`: `group`, `stream`,
+ * `shard`, and when set `sequence` (a sequence number or "SHARD_END"),
+ * `sub_sequence`, `parents` and `start` (`sequence:N` or
+ * `timestamp:MILLIS`). Free the string with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_export_json(const kcheck_group *group, char **out);
+
+/**
+ * Writes the exported checkpoints in the `len` bytes at `lines` (JSON
+ * lines from `kcheck_group_export_json`; blank lines are skipped) into
+ * this group, whatever group they name. A bad line, or a shard named
+ * twice, is `KCHECK_STATUS_INVALID_ARGUMENT` naming it, and nothing is
+ * written. A live lease it would move is refused (also
+ * `KCHECK_STATUS_INVALID_ARGUMENT`, naming the leases and owners) unless
+ * `force` is 1. Writes what changed to `out_changes` as JSON lines:
+ * `stream`, `shard`, `before`, `after` (`SEQUENCE/SUB`, `SHARD_END` or
+ * null), `fenced` (the owner a forced write fenced, or null) and `note`.
+ * Free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `lines` is NULL or readable for `len`
+ * bytes; `out_changes` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_import_json(const kcheck_group *group,
+                                       const uint8_t *lines,
+                                       size_t len,
+                                       uint32_t force,
+                                       char **out_changes);
+
+/**
+ * Moves the checkpoints of `stream`: of one `shard`, or of every shard of
+ * the stream with a lease when `shard` is NULL (none is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`). `to` is "trim-horizon", "latest",
+ * "timestamp:MILLIS" or "sequence:N[/SUB]" (resume after that record).
+ * Live leases are refused unless `force` is 1 (see `kcheck_group`). Writes
+ * what changed to `out_changes` as JSON lines (see
+ * `kcheck_group_import_json`); free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `stream`, `shard` and `to` are NULL or
+ * NUL-terminated strings; `out_changes` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_reset(const kcheck_group *group,
+                                 const char *stream,
+                                 const char *shard,
+                                 const char *to,
+                                 uint32_t force,
+                                 char **out_changes);
+
+/**
+ * Stores every checkpoint of the group under `label` (not empty, no '#')
+ * in `history_table` (NULL: the lease table's name + "-history"; created
+ * when missing), in one transaction. `retention_seconds` above 0 lets the
+ * snapshot expire after that long; 0 keeps it. A label already taken is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`. Writes the snapshot as a JSON object
+ * to `out_info`: `label`, `created_at` (milliseconds since the epoch) and
+ * `checkpoints` (how many it holds). Free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `label` and `history_table` are NULL or
+ * NUL-terminated strings; `out_info` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_snapshot(const kcheck_group *group,
+                                    const char *label,
+                                    const char *history_table,
+                                    uint64_t retention_seconds,
+                                    char **out_info);
+
+/**
+ * The group's snapshots in `history_table` (NULL: the default, see
+ * `kcheck_group_snapshot`), oldest first, as JSON lines of the objects
+ * `kcheck_group_snapshot` returns; empty when none (also when the history
+ * table does not exist yet). Free it with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `history_table` is NULL or a
+ * NUL-terminated string; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_snapshots_json(const kcheck_group *group,
+                                          const char *history_table,
+                                          char **out);
+
+/**
+ * Writes the checkpoints of snapshot `label` in `history_table` (NULL: the
+ * default) back into the group, as `kcheck_group_import_json` does: live
+ * leases are refused unless `force` is 1. An unknown label is
+ * `KCHECK_STATUS_INVALID_ARGUMENT`. Writes what changed to `out_changes`
+ * as JSON lines (see `kcheck_group_import_json`); free it with
+ * `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `label` and `history_table` are NULL or
+ * NUL-terminated strings; `out_changes` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_restore(const kcheck_group *group,
+                                   const char *label,
+                                   const char *history_table,
+                                   uint32_t force,
+                                   char **out_changes);
+
+/**
+ * Copies every checkpoint of another consumer's table into this group:
+ * `format` is a `kcheck_table_format`; `table` its DynamoDB table (reached
+ * with the group's client); `stream` the stream of a single-stream KCL
+ * table (or the `account:stream:creationEpoch` of multi-stream keys; NULL
+ * when its keys carry it) or of an async-kinesis table (required);
+ * `session_timeout_ms` how recent an async-kinesis owner's write must be
+ * for it to count as alive (0: the group's session timeout). Live leases
+ * of the group are refused unless `force` is 1 (see `kcheck_group`).
+ * Writes the changes to `out_changes` as JSON lines (see
+ * `kcheck_group_import_json`) and what the source's layout could not say
+ * (e.g. a KCL checkpoint of `LATEST`, left as it was) to `out_notes` as
+ * JSON lines of strings; free both with `kcheck_string_free`.
+ *
+ * # Safety
+ * `group` is NULL or a live group; `table` and `stream` are NULL or
+ * NUL-terminated strings; `out_changes` and `out_notes` are NULL or
+ * writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_copy_from(const kcheck_group *group,
+                                     uint32_t format,
+                                     const char *table,
+                                     const char *stream,
+                                     uint64_t session_timeout_ms,
+                                     uint32_t force,
+                                     char **out_changes,
+                                     char **out_notes);
+
+/**
+ * Copies every checkpoint of this group into another consumer's table,
+ * the reverse of `kcheck_group_copy_from` (same arguments). What the
+ * target's layout cannot hold is left as it was, with a `note` on its
+ * change; live owners in the target are refused unless `force` is 1.
+ * `out_notes` gets JSON lines of strings (none from this group's side).
+ *
+ * # Safety
+ * As `kcheck_group_copy_from`.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_group_copy_to(const kcheck_group *group,
+                                   uint32_t format,
+                                   const char *table,
+                                   const char *stream,
+                                   uint64_t session_timeout_ms,
+                                   uint32_t force,
+                                   char **out_changes,
+                                   char **out_notes);
+
+/**
+ * Frees a group. NULL does nothing; in a process forked from the one that
+ * made it, the copy is left alone.
+ *
+ * # Safety
+ * `group` is NULL or a live group, not used afterwards.
+ *
+ * Thread safety: calls that other threads started before keep the group
+ * alive until they return; no call may start after free.
+ */
+void kcheck_group_free(kcheck_group *group);
 
 /**
  * Sends kcheck's log records up to `max_level` (a `kcheck_log_level`) to

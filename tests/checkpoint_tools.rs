@@ -15,36 +15,14 @@ use kcheck::checkpoint::{
     Checkpoint, ConsumerGroup, LeaseState, Position, ResetTo, SavedCheckpoint, Snapshots,
 };
 use kcheck::kinesis::KinesisClient;
-use kcheck::{Consumer, DynamoDbCheckpointer, Error, Producer};
+use kcheck::{Error, Producer};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn checkpointer(group: &str, table: &str) -> DynamoDbCheckpointer {
-    dynamodb_checkpointer(group, table)
-        .auto_checkpoint(false)
-        .build()
-        .unwrap()
-}
-
-fn consumer(stream: &kcheck::kinesis::StreamRef, group: &str, table: &str) -> Consumer {
-    consumer_for(stream)
-        .checkpointer(checkpointer(group, table))
-        .build()
-        .unwrap()
-}
-
 fn group(name: &str, table: &str) -> ConsumerGroup {
-    ConsumerGroup::new(&checkpointer(name, table))
+    ConsumerGroup::new(&manual_checkpointer(name, table))
         .with_kinesis(KinesisClient::new(&kinesis_config()).unwrap())
-}
-
-/// Reads `count` records and checkpoints the last one.
-fn process(consumer: &Consumer, count: usize) -> Vec<kcheck::Record> {
-    let records = take(consumer, count, WAIT);
-    assert_eq!(records.len(), count, "records to process");
-    consumer.checkpoint_record(records.last().unwrap()).unwrap();
-    records
 }
 
 #[test]
@@ -52,7 +30,7 @@ fn exported_checkpoints_seed_another_group_which_resumes_right_after() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     let sent = put_payloads(&kinesis, &stream, 0..20);
-    let first = consumer(&stream, "origin", &table);
+    let first = manual_consumer(&stream, "origin", &table);
     assert_eq!(payloads(&process(&first, 8)), sent[..8]);
     first.close().unwrap();
 
@@ -77,7 +55,7 @@ fn exported_checkpoints_seed_another_group_which_resumes_right_after() {
     assert_eq!(changes[0].before, None);
     assert_eq!(changes[0].after, leases[0].lease.checkpoint);
     assert_eq!(changes[0].note, None);
-    let second = consumer(&stream, "copy", &table);
+    let second = manual_consumer(&stream, "copy", &table);
     assert_eq!(payloads(&take(&second, 12, WAIT)), sent[8..]);
     assert!(take(&second, 1, Duration::from_millis(500)).is_empty());
     second.close().unwrap();
@@ -88,7 +66,7 @@ fn a_running_group_is_refused_unless_forced_and_a_forced_import_fences_its_owner
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     let sent = put_payloads(&kinesis, &stream, 0..10);
-    let running = consumer(&stream, "live", &table);
+    let running = manual_consumer(&stream, "live", &table);
     assert_eq!(payloads(&process(&running, 6)), sent[..6]);
     let admin = group("live", &table);
     assert!(wait_until(WAIT, || admin.leases().unwrap()[0].state
@@ -125,7 +103,7 @@ fn resets_move_one_shard_or_all() {
     let (kinesis, stream) = create_stream(2);
     let table = unique_name("leases");
     let sent = put_payloads(&kinesis, &stream, 0..20);
-    let first = consumer(&stream, "resets", &table);
+    let first = manual_consumer(&stream, "resets", &table);
     let all = take(&first, 20, WAIT);
     assert_eq!(all.len(), 20);
     first.checkpoint().unwrap();
@@ -144,7 +122,7 @@ fn resets_move_one_shard_or_all() {
         changes[0].after,
         Some(Checkpoint::At(of_shard[1].position()))
     );
-    let second = consumer(&stream, "resets", &table);
+    let second = manual_consumer(&stream, "resets", &table);
     let again = take(&second, of_shard.len() - 2, WAIT);
     assert_eq!(
         payloads(&again),
@@ -158,12 +136,18 @@ fn resets_move_one_shard_or_all() {
     assert!(take(&second, 1, Duration::from_millis(500)).is_empty());
     second.close().unwrap();
 
-    // Every shard to the trim horizon: everything again.
+    // Every shard to the trim horizon: everything again; the progress is
+    // told after each checkpoint written.
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tell = std::sync::Arc::clone(&told);
     let changes = admin
+        .clone()
+        .on_progress(move |written, total| tell.lock().unwrap().push((written, total)))
         .reset(stream.name(), None, &ResetTo::TrimHorizon, false)
         .unwrap();
     assert_eq!(changes.len(), 2);
-    let third = consumer(&stream, "resets", &table);
+    assert_eq!(*told.lock().unwrap(), [(1, 2), (2, 2)]);
+    let third = manual_consumer(&stream, "resets", &table);
     let mut everything = payloads(&take(&third, 20, WAIT));
     everything.sort();
     let mut expected = sent.clone();
@@ -193,7 +177,7 @@ fn process_snapshot_crash_restore_restart_reads_the_unsnapshotted_batch_again() 
         "no history table yet"
     );
 
-    let worker = consumer(&stream, "spark", &table);
+    let worker = manual_consumer(&stream, "spark", &table);
     let batch_1 = process(&worker, 10);
     assert_eq!(payloads(&batch_1), sent[..10]);
     let info = snapshots.snapshot("batch-1").unwrap();
@@ -217,7 +201,7 @@ fn process_snapshot_crash_restore_restart_reads_the_unsnapshotted_batch_again() 
         restored[0].after,
         Some(Checkpoint::At(batch_1.last().unwrap().position()))
     );
-    let restarted = consumer(&stream, "spark", &table);
+    let restarted = manual_consumer(&stream, "spark", &table);
     assert_eq!(payloads(&take(&restarted, 20, WAIT)), sent[10..]);
     restarted.close().unwrap();
 
@@ -249,7 +233,7 @@ fn a_restored_sub_sequence_resumes_inside_the_aggregate() {
         producer.put(format!("user-{n}"), "one-key", None).unwrap();
     }
     producer.close().unwrap();
-    let worker = consumer(&stream, "kpl", &table);
+    let worker = manual_consumer(&stream, "kpl", &table);
     let records = take(&worker, 6, WAIT);
     assert_eq!(payloads(&records).len(), 6);
     assert!(records[2].sub_sequence_number > 0, "aggregated");
@@ -272,7 +256,7 @@ fn a_restored_sub_sequence_resumes_inside_the_aggregate() {
         )
         .unwrap();
     snapshots.restore("mid-aggregate", false).unwrap();
-    let resumed = consumer(&stream, "kpl", &table);
+    let resumed = manual_consumer(&stream, "kpl", &table);
     assert_eq!(payloads(&take(&resumed, 3, WAIT)), payloads(&records[3..]));
     resumed.close().unwrap();
 }
@@ -292,7 +276,7 @@ fn a_restored_shard_that_left_the_stream_is_noted() {
         start: None,
     };
     // The lease table does not exist yet: a consumer creates it.
-    let creator = consumer(&stream, "gone", &table);
+    let creator = manual_consumer(&stream, "gone", &table);
     creator.close().unwrap();
     let changes = admin.import(&[saved], false).unwrap();
     let note = changes[0].note.as_deref().unwrap_or_default();
@@ -314,7 +298,7 @@ fn the_backlog_tells_whether_records_follow_the_checkpoint() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     put_payloads(&kinesis, &stream, 0..5);
-    let first = consumer(&stream, "backlog", &table);
+    let first = manual_consumer(&stream, "backlog", &table);
     process(&first, 3);
     first.close().unwrap();
     let admin = group("backlog", &table);
@@ -322,13 +306,13 @@ fn the_backlog_tells_whether_records_follow_the_checkpoint() {
     let backlog = admin.backlog(&leases[0]).unwrap();
     assert!(backlog.records_after, "{backlog:?}");
 
-    let second = consumer(&stream, "backlog", &table);
+    let second = manual_consumer(&stream, "backlog", &table);
     process(&second, 2);
     second.close().unwrap();
     let leases = admin.leases().unwrap();
     assert!(!admin.backlog(&leases[0]).unwrap().records_after);
     // Without a Kinesis client there is nothing to read with.
-    let error = ConsumerGroup::new(&checkpointer("backlog", &table))
+    let error = ConsumerGroup::new(&manual_checkpointer("backlog", &table))
         .backlog(&leases[0])
         .unwrap_err();
     assert!(error.to_string().contains("KinesisClient"), "{error}");
@@ -485,7 +469,7 @@ fn checkpoints_round_trip_through_the_kcl_and_async_kinesis_layouts() {
         ),
     ];
     // The lease table exists once a consumer prepared it.
-    consumer(&stream, "round", &table).close().unwrap();
+    manual_consumer(&stream, "round", &table).close().unwrap();
     origin.import(&seeded, false).unwrap();
 
     // kcheck → KCL → kcheck: every position kept, sub-sequences and SHARD_END too.
@@ -503,7 +487,8 @@ fn checkpoints_round_trip_through_the_kcl_and_async_kinesis_layouts() {
     };
     assert_eq!(positions(&back), positions(&origin));
 
-    // kcheck → async-kinesis: what the layout cannot hold is left, and said.
+    // → async-kinesis (from the copy that went through KCL): what the
+    // layout cannot hold is left, and said.
     let async_table = async_kinesis_table(&client);
     let async_kinesis = AsyncKinesisTable::new(
         client.clone(),
@@ -512,7 +497,7 @@ fn checkpoints_round_trip_through_the_kcl_and_async_kinesis_layouts() {
         stream.name(),
         SESSION_TIMEOUT,
     );
-    let (changes, _) = copy(&origin, &async_kinesis, false).unwrap();
+    let (changes, _) = copy(&back, &async_kinesis, false).unwrap();
     let notes: Vec<&str> = changes.iter().filter_map(|c| c.note.as_deref()).collect();
     assert_eq!(notes.len(), 2, "{changes:?}");
     assert!(notes[0].contains("no SHARD_END marker"), "{notes:?}");

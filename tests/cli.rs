@@ -11,8 +11,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kcheck::checkpoint::{ConsumerGroup, SavedCheckpoint};
-use kcheck::kinesis::StreamRef;
-use kcheck::{Consumer, DynamoDbCheckpointer};
 use serde_json::Value;
 use support::*;
 
@@ -79,34 +77,12 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn checkpointer(group: &str, table: &str) -> DynamoDbCheckpointer {
-    dynamodb_checkpointer(group, table)
-        .auto_checkpoint(false)
-        .build()
-        .unwrap()
-}
-
-fn consumer(stream: &StreamRef, group: &str, table: &str) -> Consumer {
-    consumer_for(stream)
-        .checkpointer(checkpointer(group, table))
-        .build()
-        .unwrap()
-}
-
-/// Reads `count` records and checkpoints the last one; returns them.
-fn process(consumer: &Consumer, count: usize) -> Vec<kcheck::Record> {
-    let records = take(consumer, count, WAIT);
-    assert_eq!(records.len(), count, "records to process");
-    consumer.checkpoint_record(records.last().unwrap()).unwrap();
-    records
-}
-
 #[test]
 fn leases_in_both_modes_with_backlog_watch_and_errors() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     put_payloads(&kinesis, &stream, 0..5);
-    let first = consumer(&stream, "app", &table);
+    let first = manual_consumer(&stream, "app", &table);
     let records = process(&first, 3);
     first.close().unwrap();
     let position = records.last().unwrap().position().to_string();
@@ -426,7 +402,7 @@ fn export_reset_import_round_trip_resumes_exactly_after_the_export() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     let sent = put_payloads(&kinesis, &stream, 0..12);
-    let first = consumer(&stream, "trip", &table);
+    let first = manual_consumer(&stream, "trip", &table);
     assert_eq!(payloads(&process(&first, 5)), sent[..5]);
     first.close().unwrap();
     let group = ["--name", "trip", "--table", &table];
@@ -477,12 +453,12 @@ fn export_reset_import_round_trip_resumes_exactly_after_the_export() {
         Some(&exported),
     );
     assert!(text.contains(&saved[0].sequence.clone().unwrap()), "{text}");
-    let second = consumer(&stream, "trip", &table);
+    let second = manual_consumer(&stream, "trip", &table);
     assert_eq!(payloads(&take(&second, 7, WAIT)), sent[5..]);
     assert!(take(&second, 1, Duration::from_millis(500)).is_empty());
 
     // While it runs, import is refused without --force...
-    let admin = ConsumerGroup::new(&checkpointer("trip", &table));
+    let admin = ConsumerGroup::new(&manual_checkpointer("trip", &table));
     assert!(wait_until(WAIT, || admin.leases().unwrap()[0]
         .lease
         .owner
@@ -521,7 +497,7 @@ fn snapshots_are_taken_listed_and_restored() {
     let table = unique_name("leases");
     let history = unique_name("history");
     let sent = put_payloads(&kinesis, &stream, 0..8);
-    let first = consumer(&stream, "snap", &table);
+    let first = manual_consumer(&stream, "snap", &table);
     process(&first, 3);
     first.close().unwrap();
     let group = [
@@ -563,7 +539,7 @@ fn snapshots_are_taken_listed_and_restored() {
     assert!(text.lines().nth(1).unwrap().starts_with("before"), "{text}");
 
     // Move on, then restore: the next consumer reads from record 3 again.
-    let second = consumer(&stream, "snap", &table);
+    let second = manual_consumer(&stream, "snap", &table);
     process(&second, 5);
     second.close().unwrap();
     let json = json_lines(&ok(
@@ -576,7 +552,7 @@ fn snapshots_are_taken_listed_and_restored() {
         None,
     ));
     assert_eq!(json.len(), 1);
-    let third = consumer(&stream, "snap", &table);
+    let third = manual_consumer(&stream, "snap", &table);
     assert_eq!(payloads(&take(&third, 5, WAIT)), sent[3..]);
     third.close().unwrap();
 
@@ -595,7 +571,7 @@ fn copy_moves_checkpoints_through_the_kcl_and_async_kinesis_layouts() {
     let (kinesis, stream) = create_stream(1);
     let table = unique_name("leases");
     put_payloads(&kinesis, &stream, 0..10);
-    let first = consumer(&stream, "mover", &table);
+    let first = manual_consumer(&stream, "mover", &table);
     let done = process(&first, 4);
     first.close().unwrap();
     let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
@@ -670,7 +646,7 @@ fn copy_moves_checkpoints_through_the_kcl_and_async_kinesis_layouts() {
         ],
         None,
     );
-    let resumed = consumer(&stream, "moved", &table);
+    let resumed = manual_consumer(&stream, "moved", &table);
     assert_eq!(
         payloads(&take(&resumed, 6, WAIT)),
         (4..10).map(|i| format!("payload-{i}")).collect::<Vec<_>>()

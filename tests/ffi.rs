@@ -2284,3 +2284,549 @@ fn pipeline_run_refuses_null_arguments_automatic_checkpoints_and_a_closed_writer
         kcheck_writer_free(writer);
     }
 }
+
+// ---- the group tools: leases, export/import, reset, snapshots ----
+
+/// The group of `checkpointer`, made through the C ABI.
+fn ffi_group(checkpointer: *const kcheck_checkpointer) -> *mut kcheck_group {
+    let mut group = ptr::null_mut();
+    let status = unsafe { kcheck_group_new(checkpointer, &mut group) };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    group
+}
+
+/// The JSON lines a call wrote, parsed.
+fn json_lines_of(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Calls a group function that writes a string, then parses its lines.
+fn group_lines(
+    call: impl FnOnce(*mut *mut c_char) -> kcheck_status,
+) -> Result<Vec<serde_json::Value>, kcheck_status> {
+    let mut out = ptr::null_mut();
+    match call(&mut out) {
+        kcheck_status::Ok => Ok(json_lines_of(&take_string(out))),
+        other => {
+            assert!(out.is_null(), "out-param written on failure");
+            Err(other)
+        }
+    }
+}
+
+fn import(
+    group: *const kcheck_group,
+    lines: &str,
+    force: u32,
+) -> Result<Vec<serde_json::Value>, kcheck_status> {
+    group_lines(|out| unsafe {
+        kcheck_group_import_json(group, lines.as_ptr(), lines.len(), force, out)
+    })
+}
+
+fn export(group: *const kcheck_group) -> String {
+    let mut out = ptr::null_mut();
+    let status = unsafe { kcheck_group_export_json(group, &mut out) };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    take_string(out)
+}
+
+/// A Rust consumer of `group` on `stream` that checkpoints only when told.
+fn manual_rust_consumer(
+    stream: &kcheck::kinesis::StreamRef,
+    group: &str,
+    table: &str,
+) -> kcheck::Consumer {
+    consumer_for(stream)
+        .checkpointer(
+            dynamodb_checkpointer(group, table)
+                .auto_checkpoint(false)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Reads `count` records and checkpoints the last; returns their payloads
+/// and the last sequence number.
+fn process_records(consumer: &kcheck::Consumer, count: usize) -> (Vec<String>, String) {
+    let records = take(consumer, count, Duration::from_secs(30));
+    assert_eq!(records.len(), count);
+    consumer.checkpoint_record(records.last().unwrap()).unwrap();
+    let last = records.last().unwrap().sequence_number.clone();
+    (payloads(&records), last)
+}
+
+#[test]
+fn group_calls_refuse_null_and_bad_arguments_and_leave_out_params_untouched() {
+    with_test_credentials();
+    let mut group: *mut kcheck_group = sentinel();
+    unsafe {
+        // Only a DynamoDB checkpointer has a group to look at.
+        let mut draft = ptr::null_mut();
+        let mut memory = ptr::null_mut();
+        kcheck_checkpointer_builder_new_memory(&mut draft);
+        assert_eq!(
+            kcheck_checkpointer_builder_build(draft, &mut memory),
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            kcheck_group_new(memory, &mut group),
+            kcheck_status::InvalidArgument
+        );
+        assert!(last_error().contains("DynamoDB"), "{}", last_error());
+        assert_eq!(group, sentinel());
+        kcheck_checkpointer_free(memory);
+        assert_eq!(
+            kcheck_group_new(ptr::null(), &mut group),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "checkpointer is NULL");
+        assert_eq!(group, sentinel());
+    }
+    let checkpointer = dynamodb_checkpointer_for("ffi-bad-group", "ffi-bad-table", false);
+    unsafe {
+        assert_eq!(
+            kcheck_group_new(checkpointer, ptr::null_mut()),
+            kcheck_status::InvalidArgument
+        );
+    }
+    let group = ffi_group(checkpointer);
+    unsafe { kcheck_checkpointer_free(checkpointer) }; // the group keeps what it needs
+
+    let mut out: *mut c_char = sentinel();
+    unsafe {
+        assert_eq!(
+            kcheck_group_leases_json(ptr::null(), &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "group is NULL");
+        assert_eq!(
+            kcheck_group_export_json(group, ptr::null_mut()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_group_import_json(group, ptr::null(), 0, 0, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "lines is NULL");
+        let bad_utf8 = b"\xff\n";
+        assert_eq!(
+            kcheck_group_import_json(group, bad_utf8.as_ptr(), bad_utf8.len(), 0, &mut out),
+            kcheck_status::InvalidUtf8
+        );
+        let good = r#"{"group":"g","stream":"s","shard":"shardId-000000000000","sequence":"49"}"#;
+        let lines = format!("{good}\n\nnot json\n");
+        assert_eq!(
+            kcheck_group_import_json(group, lines.as_ptr(), lines.len(), 0, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert!(
+            last_error().starts_with("lines line 3:"),
+            "{}",
+            last_error()
+        );
+        let line = format!("{good}\n");
+        assert_eq!(
+            kcheck_group_import_json(group, line.as_ptr(), line.len(), 2, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "force must be 0 or 1, got 2");
+        assert_eq!(
+            kcheck_group_reset(
+                group,
+                c"s".as_ptr(),
+                ptr::null(),
+                c"yesterday".as_ptr(),
+                0,
+                &mut out
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert!(last_error().contains("trim-horizon"), "{}", last_error());
+        assert_eq!(
+            kcheck_group_reset(
+                group,
+                ptr::null(),
+                ptr::null(),
+                c"latest".as_ptr(),
+                0,
+                &mut out
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "stream is NULL");
+        assert_eq!(
+            kcheck_group_snapshot(group, c"a#b".as_ptr(), ptr::null(), 0, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert!(last_error().contains("'#'"), "{}", last_error());
+        assert_eq!(
+            kcheck_group_snapshot(group, ptr::null(), ptr::null(), 0, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_group_snapshots_json(group, c"".as_ptr(), &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(last_error(), "history_table is empty");
+        assert_eq!(
+            kcheck_group_restore(group, ptr::null(), ptr::null(), 0, &mut out),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(out, sentinel());
+        // A missing lease table is a service error naming it.
+        assert_eq!(
+            kcheck_group_leases_json(group, &mut out),
+            kcheck_status::ServiceError
+        );
+        assert!(last_error().contains("ffi-bad-table"), "{}", last_error());
+        assert_eq!(out, sentinel());
+        kcheck_group_free(group);
+        kcheck_group_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn exported_checkpoints_seed_another_group_and_a_live_group_is_fenced_only_by_force() {
+    with_test_credentials();
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("ffi-group-table");
+    let (first, second) = (unique_name("ffi-first"), unique_name("ffi-second"));
+    put_payloads(&kinesis, &stream, 0..30);
+    let running = manual_rust_consumer(&stream, &first, &table);
+    let (_, tenth) = process_records(&running, 10);
+
+    let checkpointer = dynamodb_checkpointer_for(&first, &table, false);
+    let group = ffi_group(checkpointer);
+    unsafe { kcheck_checkpointer_free(checkpointer) };
+    let leases = group_lines(|out| unsafe { kcheck_group_leases_json(group, out) }).unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0]["stream"], stream.name());
+    assert_eq!(leases[0]["state"], "alive");
+    assert_eq!(leases[0]["owner"], running.owner_id());
+    assert_eq!(leases[0]["checkpoint"], format!("{tenth}/0"));
+    assert!(leases[0]["renewed_at_ms"].as_u64().unwrap() > 0);
+
+    // Exported, then imported into another group: that group resumes there.
+    let exported = export(group);
+    let saved = json_lines_of(&exported);
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0]["group"], first.as_str());
+    assert_eq!(saved[0]["sequence"], tenth.as_str());
+    let other_checkpointer = dynamodb_checkpointer_for(&second, &table, false);
+    let other = ffi_group(other_checkpointer);
+    let changes = import(other, &exported, 0).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["before"], serde_json::Value::Null);
+    assert_eq!(changes[0]["after"], format!("{tenth}/0"));
+    assert_eq!(changes[0]["fenced"], serde_json::Value::Null);
+    let resumed = ffi_consumer(stream.name(), other_checkpointer, None);
+    let batches = read_batches(resumed, 20, Duration::from_secs(20));
+    let again: Vec<String> = batches
+        .iter()
+        .flat_map(|&b| batch_fields(b).iter().map(payload_of).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(again.first().map(String::as_str), Some("payload-10"));
+    assert_eq!(again.len(), 20);
+    unsafe {
+        for batch in batches {
+            kcheck_batch_free(batch);
+        }
+        kcheck_consumer_free(resumed);
+        kcheck_checkpointer_free(other_checkpointer);
+        kcheck_group_free(other);
+    }
+
+    // Moving the running group's checkpoint is refused without force...
+    let mut to_start = saved[0].clone();
+    let entry = to_start.as_object_mut().unwrap();
+    entry.remove("sequence");
+    entry.remove("sub_sequence");
+    entry.insert("start".into(), "timestamp:0".into());
+    let trim = format!("{to_start}\n");
+    assert_eq!(import(group, &trim, 0), Err(kcheck_status::InvalidArgument));
+    assert!(last_error().contains("running"), "{}", last_error());
+    assert!(
+        last_error().contains(running.owner_id()),
+        "{}",
+        last_error()
+    );
+    // ... and fences its owner with force.
+    let changes = import(group, &trim, 1).unwrap();
+    assert_eq!(changes[0]["before"], format!("{tenth}/0"));
+    assert_eq!(changes[0]["after"], serde_json::Value::Null);
+    assert_eq!(changes[0]["fenced"], running.owner_id());
+    // The fenced owner can no longer checkpoint what it still hands out.
+    let records = take(&running, 20, Duration::from_secs(5));
+    if let Some(last) = records.last() {
+        assert!(running.checkpoint_record(last).is_err());
+    }
+    drop(running);
+    unsafe { kcheck_group_free(group) };
+}
+
+#[test]
+fn snapshots_restore_and_reset_move_a_group_through_the_c_abi() {
+    with_test_credentials();
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("ffi-snap-table");
+    let name = unique_name("ffi-snap");
+    put_payloads(&kinesis, &stream, 0..30);
+    let checkpointer = dynamodb_checkpointer_for(&name, &table, false);
+    let group = ffi_group(checkpointer);
+    unsafe { kcheck_checkpointer_free(checkpointer) };
+    let snapshots =
+        || group_lines(|out| unsafe { kcheck_group_snapshots_json(group, ptr::null(), out) });
+    assert_eq!(
+        snapshots().unwrap(),
+        Vec::<serde_json::Value>::new(),
+        "no history table yet"
+    );
+
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    let (_, tenth) = process_records(&consumer, 10);
+    consumer.close().unwrap();
+    let mut info = ptr::null_mut();
+    let status =
+        unsafe { kcheck_group_snapshot(group, c"before".as_ptr(), ptr::null(), 3600, &mut info) };
+    assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    let info: serde_json::Value = serde_json::from_str(&take_string(info)).unwrap();
+    assert_eq!(info["label"], "before");
+    assert_eq!(info["checkpoints"], 1);
+    assert!(info["created_at"].as_u64().unwrap() > 0);
+    let mut out: *mut c_char = sentinel();
+    assert_eq!(
+        unsafe { kcheck_group_snapshot(group, c"before".as_ptr(), ptr::null(), 0, &mut out) },
+        kcheck_status::InvalidArgument,
+        "a label is taken once"
+    );
+    assert_eq!(out, sentinel());
+    assert_eq!(snapshots().unwrap()[0]["label"], "before");
+
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    let (more, twentieth) = process_records(&consumer, 10);
+    assert_eq!(more[0], "payload-10");
+    consumer.close().unwrap();
+
+    let restore = |label: &std::ffi::CStr| {
+        group_lines(|out| unsafe {
+            kcheck_group_restore(group, label.as_ptr(), ptr::null(), 0, out)
+        })
+    };
+    assert_eq!(restore(c"never"), Err(kcheck_status::InvalidArgument));
+    let changes = restore(c"before").unwrap();
+    assert_eq!(changes[0]["before"], format!("{twentieth}/0"));
+    assert_eq!(changes[0]["after"], format!("{tenth}/0"));
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    let records = take(&consumer, 20, Duration::from_secs(20));
+    assert_eq!(
+        payloads(&records)[..10],
+        more[..],
+        "the unsnapshotted batch again"
+    );
+    consumer.close().unwrap();
+
+    // Back to the start of the stream, for every shard with a lease.
+    let stream_name = c(stream.name());
+    let changes = group_lines(|out| unsafe {
+        kcheck_group_reset(
+            group,
+            stream_name.as_ptr(),
+            ptr::null(),
+            c"trim-horizon".as_ptr(),
+            0,
+            out,
+        )
+    })
+    .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["after"], serde_json::Value::Null);
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    assert_eq!(
+        payloads(&take(&consumer, 1, Duration::from_secs(20))),
+        ["payload-0"]
+    );
+    consumer.close().unwrap();
+
+    // To one shard's sequence number: resumes after it.
+    let shard = c(changes[0]["shard"].as_str().unwrap());
+    let to = c(&format!("sequence:{twentieth}"));
+    let changes = group_lines(|out| unsafe {
+        kcheck_group_reset(
+            group,
+            stream_name.as_ptr(),
+            shard.as_ptr(),
+            to.as_ptr(),
+            0,
+            out,
+        )
+    })
+    .unwrap();
+    assert_eq!(changes[0]["after"], format!("{twentieth}/0"));
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    assert_eq!(
+        payloads(&take(&consumer, 1, Duration::from_secs(20))),
+        ["payload-20"]
+    );
+    consumer.close().unwrap();
+    unsafe { kcheck_group_free(group) };
+}
+
+/// Calls a copy function; the changes and the notes it wrote, parsed.
+fn group_copy(
+    call: unsafe extern "C" fn(
+        *const kcheck_group,
+        u32,
+        *const c_char,
+        *const c_char,
+        u64,
+        u32,
+        *mut *mut c_char,
+        *mut *mut c_char,
+    ) -> kcheck_status,
+    group: *const kcheck_group,
+    format: kcheck_table_format,
+    table: &str,
+    stream: Option<&str>,
+) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), kcheck_status> {
+    let (table, stream) = (c(table), stream.map(c));
+    let (mut changes, mut notes): (*mut c_char, *mut c_char) = (sentinel(), sentinel());
+    let status = unsafe {
+        call(
+            group,
+            format as u32,
+            table.as_ptr(),
+            stream.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            0,
+            0,
+            &mut changes,
+            &mut notes,
+        )
+    };
+    if status != kcheck_status::Ok {
+        assert_eq!((changes, notes), (sentinel(), sentinel()));
+        return Err(status);
+    }
+    Ok((
+        json_lines_of(&take_string(changes)),
+        json_lines_of(&take_string(notes)),
+    ))
+}
+
+#[test]
+fn checkpoints_copy_through_the_kcl_and_async_kinesis_layouts_and_back() {
+    with_test_credentials();
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("ffi-copy-table");
+    let (name, moved) = (unique_name("ffi-mover"), unique_name("ffi-moved"));
+    put_payloads(&kinesis, &stream, 0..10);
+    let consumer = manual_rust_consumer(&stream, &name, &table);
+    let (_, fourth) = process_records(&consumer, 4);
+    consumer.close().unwrap();
+    let client = kcheck::dynamodb::DynamoDbClient::new(&dynamodb_config()).unwrap();
+    let new_table = |key: &str| {
+        let name = unique_name("ffi-other");
+        client
+            .create_table(&kcheck::dynamodb::CreateTableRequest::new(
+                &name,
+                key,
+                kcheck::dynamodb::ScalarAttributeType::S,
+            ))
+            .unwrap();
+        client
+            .wait_for_table_active(&name, Duration::from_secs(10))
+            .unwrap();
+        name
+    };
+    let (kcl, async_kinesis) = (new_table("leaseKey"), new_table("shard_id"));
+
+    let checkpointer = dynamodb_checkpointer_for(&name, &table, false);
+    let group = ffi_group(checkpointer);
+    unsafe { kcheck_checkpointer_free(checkpointer) };
+    let to = kcheck_group_copy_to;
+    let (changes, notes) = group_copy(
+        to,
+        group,
+        kcheck_table_format::Kcl,
+        &kcl,
+        Some(stream.name()),
+    )
+    .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0]["after"], format!("{fourth}/0"));
+    assert!(notes.is_empty(), "{notes:?}");
+    let (changes, _) = group_copy(
+        to,
+        group,
+        kcheck_table_format::AsyncKinesis,
+        &async_kinesis,
+        Some(stream.name()),
+    )
+    .unwrap();
+    assert_eq!(changes.len(), 1);
+    // An async-kinesis table holds one stream: it must be named.
+    assert_eq!(
+        group_copy(
+            to,
+            group,
+            kcheck_table_format::AsyncKinesis,
+            &async_kinesis,
+            None
+        ),
+        Err(kcheck_status::InvalidArgument)
+    );
+    assert!(last_error().contains("one stream"), "{}", last_error());
+    let mut out = sentinel();
+    let status = unsafe {
+        kcheck_group_copy_to(
+            group,
+            2,
+            c"t".as_ptr(),
+            ptr::null(),
+            0,
+            0,
+            &mut out,
+            &mut out,
+        )
+    };
+    assert_eq!(status, kcheck_status::InvalidArgument);
+    assert_eq!(last_error(), "format must be 0 to 1, got 2");
+
+    // From the async-kinesis table into a new group, which resumes there.
+    let checkpointer = dynamodb_checkpointer_for(&moved, &table, false);
+    let other = ffi_group(checkpointer);
+    let (changes, _) = group_copy(
+        kcheck_group_copy_from,
+        other,
+        kcheck_table_format::AsyncKinesis,
+        &async_kinesis,
+        Some(stream.name()),
+    )
+    .unwrap();
+    assert_eq!(changes[0]["after"], format!("{fourth}/0"));
+    let resumed = manual_rust_consumer(&stream, &moved, &table);
+    assert_eq!(
+        payloads(&take(&resumed, 1, Duration::from_secs(20))),
+        ["payload-4"]
+    );
+    resumed.close().unwrap();
+    // And from the KCL table, over what it holds now: nothing moves.
+    let (changes, _) = group_copy(
+        kcheck_group_copy_from,
+        other,
+        kcheck_table_format::Kcl,
+        &kcl,
+        Some(stream.name()),
+    )
+    .unwrap();
+    assert_eq!(changes[0]["before"], changes[0]["after"]);
+    unsafe {
+        kcheck_checkpointer_free(checkpointer);
+        kcheck_group_free(other);
+        kcheck_group_free(group);
+    }
+}

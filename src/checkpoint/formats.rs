@@ -239,12 +239,11 @@ impl CheckpointTable for KclTable {
                     AttributeValue::ss(entry.parents.iter().cloned()),
                 );
             }
-            request = match stored.as_ref().and_then(|s| s.get("leaseCounter")) {
-                Some(counter) => request
-                    .condition("leaseCounter = :observed")
-                    .value(":observed", counter.clone()),
-                None => request.condition("attribute_not_exists(leaseKey)"),
-            };
+            let request = unchanged_since_read(
+                request,
+                "leaseCounter",
+                stored.as_ref().and_then(|s| s.get("leaseCounter")),
+            );
             written(self.client.update_item(&request), &entry.shard)?;
             changes.push(Change {
                 stream: entry.stream.clone(),
@@ -427,7 +426,7 @@ impl CheckpointTable for AsyncKinesisTable {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let key = item([("shard_id", AttributeValue::s(&entry.shard))]);
-            let mut request = match &checkpoint {
+            let request = match &checkpoint {
                 Some(Checkpoint::At(position)) => UpdateItemRequest::new(
                     &self.table,
                     key,
@@ -440,14 +439,9 @@ impl CheckpointTable for AsyncKinesisTable {
             .name("#ts", "ts")
             .name("#ref", "ref")
             .value(":now", AttributeValue::n(now));
-            // No counter in this layout: the write holds only if the item
-            // is as it was read.
-            request = match stored.as_ref().and_then(|s| s.get("ts")) {
-                Some(ts) => request
-                    .condition("#ts = :observed")
-                    .value(":observed", ts.clone()),
-                None => request.condition("attribute_not_exists(#ts)"),
-            };
+            // No counter in this layout: its last write's time stands in.
+            let request =
+                unchanged_since_read(request, "#ts", stored.as_ref().and_then(|s| s.get("ts")));
             written(self.client.update_item(&request), &entry.shard)?;
             changes.push(Change {
                 stream: entry.stream.clone(),
@@ -459,6 +453,21 @@ impl CheckpointTable for AsyncKinesisTable {
             });
         }
         Ok(changes)
+    }
+}
+
+/// `request`, holding only while `attribute` still has the value read
+/// (`None`: while the item is still absent).
+fn unchanged_since_read(
+    request: UpdateItemRequest,
+    attribute: &str,
+    read: Option<&AttributeValue>,
+) -> UpdateItemRequest {
+    match read {
+        Some(value) => request
+            .condition(format!("{attribute} = :observed"))
+            .value(":observed", value.clone()),
+        None => request.condition(format!("attribute_not_exists({attribute})")),
     }
 }
 

@@ -51,6 +51,49 @@ pub struct LeaseInfo {
     pub renewed_at: Option<SystemTime>,
 }
 
+/// A lease as one JSON object: `stream`, `shard`, `owner`, `state`,
+/// `checkpoint` (`SEQUENCE/SUB` or `SHARD_END`), `counter`,
+/// `renewed_at_ms` (milliseconds since the epoch), `handoff_to` and `ttl`
+/// (when the table may delete the item, epoch seconds); absent values are
+/// null.
+impl Serialize for LeaseInfo {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            stream: &'a str,
+            shard: &'a str,
+            owner: Option<&'a str>,
+            state: LeaseState,
+            checkpoint: Option<String>,
+            counter: u64,
+            renewed_at_ms: Option<u64>,
+            handoff_to: Option<&'a str>,
+            ttl: Option<u64>,
+        }
+        View {
+            stream: &self.stream,
+            shard: &self.lease.shard_id,
+            owner: self.lease.owner.as_deref(),
+            state: self.state,
+            checkpoint: self.lease.checkpoint.as_ref().map(Checkpoint::to_string),
+            counter: self.lease.counter,
+            renewed_at_ms: self.renewed_at.map(epoch_millis),
+            handoff_to: self.lease.handoff_to.as_deref(),
+            ttl: self.lease.expires_at,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Milliseconds since the epoch (0 before it).
+pub(super) fn epoch_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// One shard's checkpoint, as exported (one JSON line each) and imported.
 ///
 /// `sequence` is the checkpointed sequence number, or `SHARD_END`, or
@@ -171,6 +214,35 @@ pub struct Change {
     pub note: Option<String>,
 }
 
+/// A change as one JSON object: `stream`, `shard`, `before` and `after`
+/// (`SEQUENCE/SUB`, `SHARD_END`, or null for none), `fenced` (the owner a
+/// forced write fenced) and `note`; absent values are null.
+impl Serialize for Change {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            stream: &'a str,
+            shard: &'a str,
+            before: Option<String>,
+            after: Option<String>,
+            fenced: Option<&'a str>,
+            note: Option<&'a str>,
+        }
+        View {
+            stream: &self.stream,
+            shard: &self.shard,
+            before: self.before.as_ref().map(Checkpoint::to_string),
+            after: self.after.as_ref().map(Checkpoint::to_string),
+            fenced: self.fenced.as_deref(),
+            note: self.note.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
 /// Where [`ConsumerGroup::reset`] moves a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResetTo {
@@ -240,6 +312,17 @@ pub struct ConsumerGroup {
     group: String,
     session_timeout: Duration,
     kinesis: Option<KinesisClient>,
+    progress: Option<Progress>,
+}
+
+/// Told `(written, total)` after each checkpoint a write operation writes.
+#[derive(Clone)]
+struct Progress(std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl ConsumerGroup {
@@ -252,7 +335,15 @@ impl ConsumerGroup {
             group: super::Checkpointer::group(checkpointer).to_owned(),
             session_timeout: super::Checkpointer::settings(checkpointer).session_timeout,
             kinesis: None,
+            progress: None,
         }
+    }
+
+    /// Calls `report(written, total)` after each checkpoint an import,
+    /// reset or restore writes (for a progress display).
+    pub fn on_progress(mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(std::sync::Arc::new(report)));
+        self
     }
 
     /// Checks written positions against the streams' shards (a shard that
@@ -266,8 +357,13 @@ impl ConsumerGroup {
         &self.group
     }
 
-    pub(super) fn client(&self) -> &DynamoDbClient {
+    pub(crate) fn client(&self) -> &DynamoDbClient {
         &self.client
+    }
+
+    /// How long an owner's lease lives without renewal.
+    pub(crate) fn session_timeout(&self) -> Duration {
+        self.session_timeout
     }
 
     pub fn table_name(&self) -> &str {
@@ -473,8 +569,12 @@ impl ConsumerGroup {
         let in_stream = self.shards_in_streams(&targets)?;
         targets
             .iter()
-            .map(|target| {
+            .enumerate()
+            .map(|(index, target)| {
                 let mut change = self.write(target, force)?;
+                if let Some(Progress(report)) = &self.progress {
+                    report(index + 1, targets.len());
+                }
                 if in_stream
                     .get(&target.stream)
                     .is_some_and(|shards| !shards.contains(&target.shard))

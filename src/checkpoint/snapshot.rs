@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::group::{Change, ConsumerGroup, SavedCheckpoint};
+use serde::Serialize;
+
+use super::group::{epoch_millis, Change, ConsumerGroup, SavedCheckpoint};
 use crate::dynamodb::{
     item, AttributeValue, CreateTableRequest, DynamoDbClient, PutItemRequest, QueryRequest,
     ScalarAttributeType, TransactWriteItemsRequest, UpdateTimeToLiveRequest,
@@ -33,6 +35,28 @@ pub struct SnapshotInfo {
     pub created_at: SystemTime,
     /// Shard checkpoints it holds.
     pub checkpoints: usize,
+}
+
+/// A snapshot as one JSON object: `label`, `created_at` (milliseconds since
+/// the epoch) and `checkpoints`.
+impl Serialize for SnapshotInfo {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            label: &'a str,
+            created_at: u64,
+            checkpoints: usize,
+        }
+        View {
+            label: &self.label,
+            created_at: epoch_millis(self.created_at),
+            checkpoints: self.checkpoints,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// The snapshots of one consumer group.

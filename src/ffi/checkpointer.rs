@@ -44,7 +44,17 @@ impl Handle for kcheck_checkpointer_builder {
 /// a forked child gets `KCHECK_STATUS_FORKED` from the copy.
 pub struct kcheck_checkpointer {
     pub(crate) inner: Arc<dyn Checkpointer>,
+    /// The same checkpointer when it is a DynamoDB one, for the group
+    /// tools (`kcheck_group_new`).
+    dynamodb: Option<Arc<DynamoDbCheckpointer>>,
     state: HandleState,
+}
+
+impl kcheck_checkpointer {
+    /// The DynamoDB checkpointer behind this handle; None for a memory one.
+    pub(crate) fn dynamodb(&self) -> Option<&DynamoDbCheckpointer> {
+        self.dynamodb.as_deref()
+    }
 }
 
 impl Handle for kcheck_checkpointer {
@@ -309,18 +319,22 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_build(
         let builder = unsafe { consume(builder) }?;
         let out = unsafe { Out::new(out, "out") }?;
         let Draft { settings, kind } = builder.draft.into_inner();
-        let inner: Arc<dyn Checkpointer> = match kind {
-            Kind::Memory => Arc::new(MemoryCheckpointer::with_settings(settings)?),
-            Kind::DynamoDb(dynamodb) => Arc::new(
-                dynamodb
-                    .session_timeout(settings.session_timeout)
-                    .heartbeat_frequency(settings.heartbeat_frequency)
-                    .auto_checkpoint(settings.auto_checkpoint)
-                    .build()?,
-            ),
+        let (inner, dynamodb): (Arc<dyn Checkpointer>, _) = match kind {
+            Kind::Memory => (Arc::new(MemoryCheckpointer::with_settings(settings)?), None),
+            Kind::DynamoDb(dynamodb) => {
+                let dynamodb = Arc::new(
+                    dynamodb
+                        .session_timeout(settings.session_timeout)
+                        .heartbeat_frequency(settings.heartbeat_frequency)
+                        .auto_checkpoint(settings.auto_checkpoint)
+                        .build()?,
+                );
+                (dynamodb.clone(), Some(dynamodb))
+            }
         };
         out.write(into_handle(kcheck_checkpointer {
             inner,
+            dynamodb,
             state: HandleState::new(),
         }))
     })

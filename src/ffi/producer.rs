@@ -27,6 +27,16 @@ pub enum kcheck_record_status {
     Failed = 2,
 }
 
+impl From<RecordStatus> for kcheck_record_status {
+    fn from(status: RecordStatus) -> Self {
+        match status {
+            RecordStatus::Pending => kcheck_record_status::Pending,
+            RecordStatus::Accepted => kcheck_record_status::Accepted,
+            RecordStatus::Failed => kcheck_record_status::Failed,
+        }
+    }
+}
+
 /// Options of a producer being built.
 pub struct kcheck_producer_builder {
     /// None only after a panic inside a setter, which also poisons.
@@ -422,11 +432,7 @@ pub unsafe extern "C" fn kcheck_producer_record_status(
     unsafe {
         with_shared_handle(producer, |handle| {
             let out = Out::new(out_status, "out_status")?;
-            out.write(match handle.producer.status(Ticket::from_u64(ticket))? {
-                RecordStatus::Pending => kcheck_record_status::Pending,
-                RecordStatus::Accepted => kcheck_record_status::Accepted,
-                RecordStatus::Failed => kcheck_record_status::Failed,
-            })
+            out.write(handle.producer.status(Ticket::from_u64(ticket))?.into())
         })
     }
 }

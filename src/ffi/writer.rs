@@ -15,7 +15,7 @@ use super::producer::kcheck_record_status;
 use super::status::kcheck_status;
 use crate::dynamodb::{Item, WriteRequest};
 use crate::error::{excerpt, Error};
-use crate::writer::{DynamoDbWriter, DynamoDbWriterBuilder, RecordStatus, Ticket};
+use crate::writer::{DynamoDbWriter, DynamoDbWriterBuilder, Ticket};
 
 /// Options of a DynamoDB writer being built.
 pub struct kcheck_writer_builder {
@@ -529,11 +529,7 @@ pub unsafe extern "C" fn kcheck_writer_record_status(
     unsafe {
         with_shared_handle(writer, |handle| {
             let out = Out::new(out_status, "out_status")?;
-            out.write(match handle.writer.status(Ticket::from_u64(ticket))? {
-                RecordStatus::Pending => kcheck_record_status::Pending,
-                RecordStatus::Accepted => kcheck_record_status::Accepted,
-                RecordStatus::Failed => kcheck_record_status::Failed,
-            })
+            out.write(handle.writer.status(Ticket::from_u64(ticket))?.into())
         })
     }
 }

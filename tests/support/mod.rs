@@ -118,6 +118,31 @@ pub fn dynamodb_checkpointer(name: &str, table: &str) -> DynamoDbCheckpointerBui
         .heartbeat_frequency(HEARTBEAT)
 }
 
+/// A checkpointer of `group` in `table` that checkpoints only when told.
+pub fn manual_checkpointer(group: &str, table: &str) -> DynamoDbCheckpointer {
+    dynamodb_checkpointer(group, table)
+        .auto_checkpoint(false)
+        .build()
+        .unwrap()
+}
+
+/// A consumer of `group` (checkpointing when told) on `stream`.
+pub fn manual_consumer(stream: &StreamRef, group: &str, table: &str) -> Consumer {
+    consumer_for(stream)
+        .checkpointer(manual_checkpointer(group, table))
+        .build()
+        .unwrap()
+}
+
+/// Reads `count` records (within 30 s) and checkpoints the last one;
+/// returns them.
+pub fn process(consumer: &Consumer, count: usize) -> Vec<Record> {
+    let records = take(consumer, count, Duration::from_secs(30));
+    assert_eq!(records.len(), count, "records to process");
+    consumer.checkpoint_record(records.last().unwrap()).unwrap();
+    records
+}
+
 /// Takes records until `count` arrived or `timeout` passed.
 pub fn take(consumer: &Consumer, count: usize, timeout: Duration) -> Vec<Record> {
     let deadline = Instant::now() + timeout;

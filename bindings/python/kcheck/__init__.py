@@ -35,6 +35,15 @@ checkpointing only what is written::
 
     Pipeline(consumer, writer).run(lambda record: [json.loads(record.data)], stop=event)
 
+and ``ConsumerGroup`` shows, exports, imports, resets, snapshots and
+restores a group's checkpoints::
+
+    from kcheck import ConsumerGroup
+
+    group = ConsumerGroup(DynamoDBCheckPointer(name="my-app"))
+    group.snapshot("before-deploy")
+    group.restore("before-deploy", force=True)
+
 Log records of the library go to the ``kcheck`` logger hierarchy.
 """
 
@@ -44,6 +53,7 @@ from . import _native
 from ._logging import TRACE, refresh_log_level
 from .checkpointers import CheckPointer, DynamoDBCheckPointer, MemoryCheckPointer
 from .consumer import Consumer
+from .group import ConsumerGroup
 from .errors import (
     CallbackFailedError,
     ConsumerClosedError,
@@ -74,6 +84,7 @@ __all__ = [
     "Producer",
     "DynamoDBWriter",
     "Pipeline",
+    "ConsumerGroup",
     "Put",
     "Delete",
     "DynamoDBCheckPointer",

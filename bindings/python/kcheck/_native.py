@@ -61,6 +61,10 @@ RECORD_STATUS_PENDING = 0
 RECORD_STATUS_ACCEPTED = 1
 RECORD_STATUS_FAILED = 2
 
+# enum kcheck_table_format
+TABLE_FORMAT_KCL = 0
+TABLE_FORMAT_ASYNC_KINESIS = 1
+
 # enum kcheck_log_level
 LOG_LEVEL_OFF = 0
 LOG_LEVEL_ERROR = 1
@@ -164,6 +168,26 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_checkpointer_builder_build": (_status, [c_void_p, _out_ptr], True),
     "kcheck_checkpointer_builder_free": (None, [c_void_p], False),
     "kcheck_checkpointer_free": (None, [c_void_p], False),
+    # consumer groups: leases, checkpoints, snapshots
+    "kcheck_group_new": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_group_leases_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_group_export_json": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_group_import_json": (_status, [c_void_p, c_char_p, c_size_t, c_uint32, _out_ptr], True),
+    "kcheck_group_reset": (_status, [c_void_p, c_char_p, c_char_p, c_char_p, c_uint32, _out_ptr], True),
+    "kcheck_group_snapshot": (_status, [c_void_p, c_char_p, c_char_p, c_uint64, _out_ptr], True),
+    "kcheck_group_snapshots_json": (_status, [c_void_p, c_char_p, _out_ptr], True),
+    "kcheck_group_restore": (_status, [c_void_p, c_char_p, c_char_p, c_uint32, _out_ptr], True),
+    "kcheck_group_copy_from": (
+        _status,
+        [c_void_p, c_uint32, c_char_p, c_char_p, c_uint64, c_uint32, _out_ptr, _out_ptr],
+        True,
+    ),
+    "kcheck_group_copy_to": (
+        _status,
+        [c_void_p, c_uint32, c_char_p, c_char_p, c_uint64, c_uint32, _out_ptr, _out_ptr],
+        True,
+    ),
+    "kcheck_group_free": (None, [c_void_p], False),
     # consumers
     "kcheck_consumer_builder_new": (_status, [c_char_p, _out_ptr], True),
     "kcheck_consumer_builder_set_checkpointer": (_status, [c_void_p, c_void_p], True),

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use kcheck::checkpoint::{
-    copy, AsyncKinesisTable, Change, Checkpoint, CheckpointTable, KclTable, ResetTo,
-    SavedCheckpoint, Snapshots,
+    copy, AsyncKinesisTable, Change, CheckpointTable, KclTable, ResetTo, SavedCheckpoint,
+    SnapshotInfo, Snapshots,
 };
 use kcheck::dynamodb::DynamoDbClient;
-use serde::Serialize;
 
 use crate::output::{cell, epoch_millis, json_lines, Table};
 use crate::{explain, table_of, Connection, Failure, GroupArgs};
@@ -316,37 +315,19 @@ fn read_saved() -> Result<Vec<SavedCheckpoint>, Failure> {
     Ok(saved)
 }
 
-#[derive(Serialize)]
-struct ChangeRow<'a> {
-    stream: &'a str,
-    shard: &'a str,
-    before: Option<String>,
-    after: Option<String>,
-    fenced: Option<&'a str>,
-    note: Option<&'a str>,
-}
-
 fn print_changes(connection: &Connection, changes: &[Change]) -> Result<(), Failure> {
-    let rows = changes.iter().map(|change| ChangeRow {
-        stream: &change.stream,
-        shard: &change.shard,
-        before: change.before.as_ref().map(Checkpoint::to_string),
-        after: change.after.as_ref().map(Checkpoint::to_string),
-        fenced: change.fenced.as_deref(),
-        note: change.note.as_deref(),
-    });
     if connection.json {
-        return Ok(json_lines(rows)?);
+        return Ok(json_lines(changes)?);
     }
     let mut table = Table::new(&["STREAM", "SHARD", "BEFORE", "AFTER", "FENCED", "NOTE"]);
-    for row in rows {
+    for change in changes {
         table.row(vec![
-            row.stream.to_owned(),
-            row.shard.to_owned(),
-            cell(row.before),
-            cell(row.after),
-            cell(row.fenced),
-            cell(row.note),
+            change.stream.clone(),
+            change.shard.clone(),
+            cell(change.before.as_ref()),
+            cell(change.after.as_ref()),
+            cell(change.fenced.as_deref()),
+            cell(change.note.as_deref()),
         ]);
     }
     table.print()?;
@@ -354,32 +335,16 @@ fn print_changes(connection: &Connection, changes: &[Change]) -> Result<(), Fail
     Ok(())
 }
 
-#[derive(Serialize)]
-struct SnapshotRow<'a> {
-    label: &'a str,
-    /// Milliseconds since the epoch.
-    created_at: u64,
-    checkpoints: usize,
-}
-
-fn print_snapshots(
-    connection: &Connection,
-    snapshots: &[kcheck::checkpoint::SnapshotInfo],
-) -> Result<(), Failure> {
-    let rows = snapshots.iter().map(|info| SnapshotRow {
-        label: &info.label,
-        created_at: epoch_millis(info.created_at),
-        checkpoints: info.checkpoints,
-    });
+fn print_snapshots(connection: &Connection, snapshots: &[SnapshotInfo]) -> Result<(), Failure> {
     if connection.json {
-        return Ok(json_lines(rows)?);
+        return Ok(json_lines(snapshots)?);
     }
     let mut table = Table::new(&["LABEL", "CREATED_AT_MS", "CHECKPOINTS"]);
-    for row in rows {
+    for info in snapshots {
         table.row(vec![
-            row.label.to_owned(),
-            row.created_at.to_string(),
-            row.checkpoints.to_string(),
+            info.label.clone(),
+            epoch_millis(info.created_at).to_string(),
+            info.checkpoints.to_string(),
         ]);
     }
     Ok(table.print()?)

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
-use kcheck::checkpoint::{Backlog, Checkpoint, LeaseInfo, LeaseState};
+use kcheck::checkpoint::{Backlog, LeaseInfo};
 use serde::Serialize;
 
 use crate::output::{cell, json_lines, Table};
@@ -24,20 +24,13 @@ pub struct LeasesArgs {
     watch: Option<u64>,
 }
 
-/// One lease as printed.
+/// One lease as printed: the library's JSON object, with how long ago it
+/// was renewed and, for one stream, its backlog.
 #[derive(Serialize)]
 struct Row<'a> {
-    stream: &'a str,
-    shard: &'a str,
-    owner: Option<&'a str>,
-    state: LeaseState,
-    /// `SEQUENCE/SUB` or `SHARD_END`; absent before the first checkpoint.
-    checkpoint: Option<String>,
-    counter: u64,
+    #[serde(flatten)]
+    info: &'a LeaseInfo,
     renewed_secs_ago: Option<u64>,
-    handoff_to: Option<&'a str>,
-    /// When the table may delete the item (epoch seconds).
-    ttl: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     records_after: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,17 +87,10 @@ fn print(
     }
     let now = SystemTime::now();
     let rows = leases.iter().zip(&backlogs).map(|(info, backlog)| Row {
-        stream: &info.stream,
-        shard: &info.lease.shard_id,
-        owner: info.lease.owner.as_deref(),
-        state: info.state,
-        checkpoint: info.lease.checkpoint.as_ref().map(Checkpoint::to_string),
-        counter: info.lease.counter,
+        info,
         renewed_secs_ago: info
             .renewed_at
             .map(|at| now.duration_since(at).unwrap_or_default().as_secs()),
-        handoff_to: info.lease.handoff_to.as_deref(),
-        ttl: info.lease.expires_at,
         records_after: backlog.map(|b| b.records_after),
         millis_behind_latest: backlog.and_then(|b| b.millis_behind_latest),
     });
@@ -126,19 +112,20 @@ fn print(
     }
     let mut table = Table::new(&header);
     for row in rows {
-        let state = serde_json::to_value(row.state)
+        let info = row.info;
+        let state = serde_json::to_value(info.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let mut cells = vec![
-            row.stream.to_owned(),
-            row.shard.to_owned(),
-            cell(row.owner),
+            info.stream.clone(),
+            info.lease.shard_id.clone(),
+            cell(info.lease.owner.as_deref()),
             state,
-            cell(row.checkpoint),
+            cell(info.lease.checkpoint.as_ref()),
             cell(row.renewed_secs_ago.map(|s| format!("{s}s ago"))),
-            cell(row.handoff_to),
-            cell(row.ttl),
+            cell(info.lease.handoff_to.as_deref()),
+            cell(info.lease.expires_at),
         ];
         if stream.is_some() {
             cells.push(cell(row.records_after.map(|after| {

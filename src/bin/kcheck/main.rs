@@ -10,6 +10,7 @@ mod output;
 mod records;
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,9 +105,19 @@ impl Connection {
         Ok(builder.build()?)
     }
 
-    /// The group, checked against the streams' shards.
+    /// The group, checked against the streams' shards; on a terminal,
+    /// long writes show their progress on stderr.
     pub fn group(&self, group: &GroupArgs) -> Result<ConsumerGroup, Failure> {
-        Ok(ConsumerGroup::new(&self.checkpointer(group)?).with_kinesis(self.kinesis()?))
+        let group = ConsumerGroup::new(&self.checkpointer(group)?).with_kinesis(self.kinesis()?);
+        if !std::io::stderr().is_terminal() {
+            return Ok(group);
+        }
+        Ok(group.on_progress(|written, total| {
+            eprint!("\r{written}/{total} checkpoints written");
+            if written == total {
+                eprintln!();
+            }
+        }))
     }
 }
 
