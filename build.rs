@@ -47,6 +47,7 @@ fn main() {
     config.enumeration.prefix_with_name = true;
     // Enums passed as uint32_t are not referenced by a signature; list them.
     config.export.include = vec![
+        "kcheck_event_kind".into(),
         "kcheck_initial_position".into(),
         "kcheck_log_level".into(),
         "kcheck_table_format".into(),

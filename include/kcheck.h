@@ -147,6 +147,46 @@ typedef uint32_t kcheck_record_status;
 #endif // __cplusplus
 
 /**
+ * What happened to a shard's lease or checkpoint; the `kind` of a
+ * `kcheck_event_callback` call.
+ */
+enum kcheck_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A free or expired lease was taken (`message`: the expired previous
+   * owner, or empty).
+   */
+  KCHECK_EVENT_KIND_LEASE_GAINED = 0,
+  /**
+   * A lease was lost: taken by another consumer or not renewed in time
+   * (`message`: why). Its undelivered records are dropped.
+   */
+  KCHECK_EVENT_KIND_LEASE_LOST = 1,
+  /**
+   * Another consumer handed a lease over to this one.
+   */
+  KCHECK_EVENT_KIND_LEASE_RECEIVED = 2,
+  /**
+   * This consumer handed a lease over (`message`: the asker's owner id).
+   */
+  KCHECK_EVENT_KIND_LEASE_HANDED_OVER = 3,
+  /**
+   * A checkpoint write failed (`message`: the error).
+   */
+  KCHECK_EVENT_KIND_CHECKPOINT_FAILED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kcheck_event_kind kcheck_event_kind;
+#else
+typedef uint32_t kcheck_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Where shards without a checkpoint start; see
  * `kcheck_consumer_builder_set_initial_position`.
  */
@@ -313,6 +353,17 @@ typedef struct kcheck_writer kcheck_writer;
 typedef struct kcheck_writer_builder kcheck_writer_builder;
 
 /**
+ * Told of one event of one shard: `kind` is a `kcheck_event_kind`; the
+ * strings are NUL-terminated UTF-8, valid only during the call.
+ */
+typedef void (*kcheck_event_callback)(void *user_data,
+                                      uint32_t kind,
+                                      const char *group,
+                                      const char *stream,
+                                      const char *shard_id,
+                                      const char *message);
+
+/**
  * Receives one log record: `level` is a `kcheck_log_level`, `target` the
  * kcheck module (e.g. "kcheck::consumer::keeper"), `message` the text. Both
  * strings are NUL-terminated and valid only during the call.
@@ -458,6 +509,37 @@ kcheck_status kcheck_checkpointer_builder_new_dynamodb(const char *name,
                                                        kcheck_checkpointer_builder **out);
 
 /**
+ * Starts a Redis checkpointer for consumer group `name` (async-kinesis's
+ * RedisCheckPointer). Defaults: the server from `REDIS_HOST`
+ * [localhost], `REDIS_PORT` [6379], `REDIS_PASSWORD` and `REDIS_DB` [0]
+ * (see `kcheck_checkpointer_builder_set_url`), session timeout 60 s,
+ * heartbeat every 15 s, automatic checkpoints, TTL 24 h. In a library
+ * built without the `redis` feature: `KCHECK_STATUS_INVALID_CONFIG`,
+ * "built without Redis support".
+ *
+ * # Safety
+ * `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ *
+ * Thread safety: any thread.
+ */
+kcheck_status kcheck_checkpointer_builder_new_redis(const char *name,
+                                                    kcheck_checkpointer_builder **out);
+
+/**
+ * The Redis server: `redis://[[user]:password@]host[:port][/db]`, or
+ * `rediss://…` for TLS [from the `REDIS_*` environment variables]. The
+ * password never appears in an error message.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+ * string.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_checkpointer_builder_set_url(kcheck_checkpointer_builder *builder,
+                                                  const char *url);
+
+/**
  * Starts an in-process checkpointer (async-kinesis's MemoryCheckPointer):
  * consumers given the same one share its leases.
  *
@@ -553,7 +635,8 @@ kcheck_status kcheck_checkpointer_builder_set_region_name(kcheck_checkpointer_bu
                                                           const char *region);
 
 /**
- * Hours after its last write that DynamoDB's TTL may delete an item [24].
+ * Hours after its shard left the stream that a lease may be deleted (by
+ * DynamoDB's TTL, or a Redis key expiry) [24]; 0 keeps leases for good.
  *
  * # Safety
  * `builder` is NULL or a live builder.
@@ -722,6 +805,26 @@ kcheck_status kcheck_consumer_builder_set_discovery_interval_ms(kcheck_consumer_
  */
 kcheck_status kcheck_consumer_builder_set_idle_poll_interval_ms(kcheck_consumer_builder *builder,
                                                                 uint64_t milliseconds);
+
+/**
+ * Calls `callback` with `user_data` the moment a lease of this consumer
+ * is gained, lost, received or handed over, or a checkpoint write fails
+ * (see `kcheck_event_kind`); NULL sets none [none]. It runs on the
+ * consumer's own event thread, one event at a time, in order: a slow
+ * callback delays later events, never lease renewals. No call starts
+ * after `kcheck_consumer_close` (or `_free`) returns. It must not close
+ * or free the consumer.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder; `callback`, when not NULL, must be
+ * safe to call with `user_data` from another thread until the consumer
+ * is closed.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_event_callback(kcheck_consumer_builder *builder,
+                                                         kcheck_event_callback callback,
+                                                         void *user_data);
 
 /**
  * The Kinesis endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
@@ -899,12 +1002,23 @@ void kcheck_consumer_free(kcheck_consumer *consumer);
  * group with `kcheck_group_free`. A memory checkpointer is
  * `KCHECK_STATUS_INVALID_ARGUMENT`.
  *
+ * Positions an import, reset or restore writes are checked against the
+ * stream through Kinesis at `kinesis_endpoint_url` in `region` (each NULL:
+ * resolved as the AWS SDKs do): a shard gone from the stream, or a
+ * position older than its oldest record, is said in the change's `note`,
+ * and so is a stream that could not be read.
+ *
  * # Safety
- * `checkpointer` is NULL or a live checkpointer; `out` is NULL or writable.
+ * `checkpointer` is NULL or a live checkpointer; `kinesis_endpoint_url`
+ * and `region` are NULL or NUL-terminated strings; `out` is NULL or
+ * writable.
  *
  * Thread safety: any thread.
  */
-kcheck_status kcheck_group_new(const kcheck_checkpointer *checkpointer, kcheck_group **out);
+kcheck_status kcheck_group_new(const kcheck_checkpointer *checkpointer,
+                               const char *kinesis_endpoint_url,
+                               const char *region,
+                               kcheck_group **out);
 
 /**
  * Every lease of the group, on every stream, ordered by stream and shard,
@@ -1126,6 +1240,28 @@ void kcheck_group_free(kcheck_group *group);
 kcheck_status kcheck_set_log_callback(kcheck_log_callback callback,
                                       void *user_data,
                                       uint32_t max_level);
+
+/**
+ * The figures of the given consumers, producers and writers as one
+ * Prometheus text (exposition format 0.0.4: `# HELP`, `# TYPE`, samples;
+ * each metric family once); free it with `kcheck_string_free`. Each array
+ * holds `*_count` live handles; an array may be NULL when its count is 0.
+ * Names and labels are listed in the README (e.g.
+ * `kcheck_shard_millis_behind_latest{group,stream,shard,owner}`).
+ *
+ * # Safety
+ * Each array is NULL (with a count of 0) or holds `*_count` pointers,
+ * each NULL or a live handle; `out` is NULL or writable.
+ *
+ * Thread safety: any thread, also while others use the handles.
+ */
+kcheck_status kcheck_metrics_render(const kcheck_consumer *const *consumers,
+                                    size_t consumer_count,
+                                    const kcheck_producer *const *producers,
+                                    size_t producer_count,
+                                    const kcheck_writer *const *writers,
+                                    size_t writer_count,
+                                    char **out);
 
 /**
  * From inside a transform: puts the item given as DynamoDB JSON

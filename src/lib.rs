@@ -12,6 +12,7 @@ pub mod error;
 #[allow(unsafe_code, non_camel_case_types)]
 pub mod ffi;
 pub mod kinesis;
+pub mod metrics;
 pub mod pipeline;
 pub mod producer;
 mod random;
@@ -20,8 +21,12 @@ mod tickets;
 pub mod transport;
 pub mod writer;
 
+#[cfg(feature = "redis")]
+pub use checkpoint::RedisCheckpointer;
 pub use checkpoint::{Checkpointer, DynamoDbCheckpointer, MemoryCheckpointer};
-pub use consumer::{Consumer, ConsumerBuilder, InitialPosition, Record};
+pub use consumer::{
+    Consumer, ConsumerBuilder, ConsumerEvent, ConsumerEventKind, InitialPosition, Record,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use producer::{Producer, ProducerBuilder};
 pub use transport::{AwsConfig, Credentials, Environment, RetryPolicy};

@@ -155,6 +155,18 @@ fn resets_move_one_shard_or_all() {
     assert_eq!(everything, expected);
     third.close().unwrap();
 
+    // A position older than any record still in the shard is said.
+    let changes = admin
+        .reset(
+            stream.name(),
+            Some(&shard),
+            &ResetTo::Sequence(Position::new("1", 0)),
+            false,
+        )
+        .unwrap();
+    let note = changes[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("older than the oldest record"), "{changes:?}");
+
     let error = admin
         .reset("no-such-stream", None, &ResetTo::Latest, false)
         .unwrap_err();
@@ -473,8 +485,13 @@ fn checkpoints_round_trip_through_the_kcl_and_async_kinesis_layouts() {
     origin.import(&seeded, false).unwrap();
 
     // kcheck → KCL → kcheck: every position kept, sub-sequences and SHARD_END too.
-    let kcl = KclTable::new(client.clone(), kcl_table(&client), "round").stream(stream.name());
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tell = std::sync::Arc::clone(&told);
+    let kcl = KclTable::new(client.clone(), kcl_table(&client), "round")
+        .stream(stream.name())
+        .on_progress(move |written, total| tell.lock().unwrap().push((written, total)));
     copy(&origin, &kcl, false).unwrap();
+    assert_eq!(*told.lock().unwrap(), [(1, 3), (2, 3), (3, 3)]);
     let back = group("round-kcl", &table);
     copy(&kcl, &back, false).unwrap();
     let positions = |group: &ConsumerGroup| -> Vec<(String, Option<Checkpoint>)> {

@@ -2287,10 +2287,14 @@ fn pipeline_run_refuses_null_arguments_automatic_checkpoints_and_a_closed_writer
 
 // ---- the group tools: leases, export/import, reset, snapshots ----
 
-/// The group of `checkpointer`, made through the C ABI.
+/// The group of `checkpointer`, made through the C ABI, checking
+/// positions against the Kinesis emulator.
 fn ffi_group(checkpointer: *const kcheck_checkpointer) -> *mut kcheck_group {
     let mut group = ptr::null_mut();
-    let status = unsafe { kcheck_group_new(checkpointer, &mut group) };
+    let kinesis = CString::new(emulators().kinesis_url()).unwrap();
+    let region = CString::new("us-east-1").unwrap();
+    let status =
+        unsafe { kcheck_group_new(checkpointer, kinesis.as_ptr(), region.as_ptr(), &mut group) };
     assert_eq!(status, kcheck_status::Ok, "{}", last_error());
     group
 }
@@ -2374,14 +2378,14 @@ fn group_calls_refuse_null_and_bad_arguments_and_leave_out_params_untouched() {
             kcheck_status::Ok
         );
         assert_eq!(
-            kcheck_group_new(memory, &mut group),
+            kcheck_group_new(memory, ptr::null(), ptr::null(), &mut group),
             kcheck_status::InvalidArgument
         );
         assert!(last_error().contains("DynamoDB"), "{}", last_error());
         assert_eq!(group, sentinel());
         kcheck_checkpointer_free(memory);
         assert_eq!(
-            kcheck_group_new(ptr::null(), &mut group),
+            kcheck_group_new(ptr::null(), ptr::null(), ptr::null(), &mut group),
             kcheck_status::InvalidArgument
         );
         assert_eq!(last_error(), "checkpointer is NULL");
@@ -2390,7 +2394,7 @@ fn group_calls_refuse_null_and_bad_arguments_and_leave_out_params_untouched() {
     let checkpointer = dynamodb_checkpointer_for("ffi-bad-group", "ffi-bad-table", false);
     unsafe {
         assert_eq!(
-            kcheck_group_new(checkpointer, ptr::null_mut()),
+            kcheck_group_new(checkpointer, ptr::null(), ptr::null(), ptr::null_mut()),
             kcheck_status::InvalidArgument
         );
     }
@@ -2829,4 +2833,173 @@ fn checkpoints_copy_through_the_kcl_and_async_kinesis_layouts_and_back() {
         kcheck_group_free(other);
         kcheck_group_free(group);
     }
+}
+
+type SeenEvents = Mutex<Vec<(u32, String, String, String, String)>>;
+
+unsafe extern "C" fn record_event(
+    user_data: *mut c_void,
+    kind: u32,
+    group: *const c_char,
+    stream: *const c_char,
+    shard_id: *const c_char,
+    message: *const c_char,
+) {
+    let text = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned();
+    let seen = unsafe { &*(user_data as *const SeenEvents) };
+    seen.lock().unwrap().push((
+        kind,
+        text(group),
+        text(stream),
+        text(shard_id),
+        text(message),
+    ));
+}
+
+fn render(
+    consumers: &[*const kcheck_consumer],
+    producers: &[*const kcheck_producer],
+) -> Result<String, kcheck_status> {
+    let mut out: *mut c_char = sentinel();
+    let status = unsafe {
+        kcheck_metrics_render(
+            consumers.as_ptr(),
+            consumers.len(),
+            producers.as_ptr(),
+            producers.len(),
+            ptr::null(),
+            0,
+            &mut out,
+        )
+    };
+    if status != kcheck_status::Ok {
+        assert_eq!(out as usize, SENTINEL);
+        return Err(status);
+    }
+    let text = unsafe { CStr::from_ptr(out) }.to_str().unwrap().to_owned();
+    unsafe { kcheck_string_free(out) };
+    Ok(text)
+}
+
+#[test]
+fn metrics_render_checks_its_arguments() {
+    assert_eq!(render(&[], &[]), Ok(String::new()));
+    assert_eq!(
+        render(&[ptr::null()], &[]),
+        Err(kcheck_status::InvalidArgument)
+    );
+    assert!(
+        last_error().contains("consumer is NULL"),
+        "{}",
+        last_error()
+    );
+    unsafe {
+        assert_eq!(
+            kcheck_metrics_render(ptr::null(), 1, ptr::null(), 0, ptr::null(), 0, sentinel()),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_metrics_render(
+                ptr::null(),
+                0,
+                ptr::null(),
+                0,
+                ptr::null(),
+                0,
+                ptr::null_mut()
+            ),
+            kcheck_status::InvalidArgument
+        );
+        assert_eq!(
+            kcheck_consumer_builder_set_event_callback(
+                ptr::null_mut(),
+                Some(record_event),
+                ptr::null_mut()
+            ),
+            kcheck_status::InvalidArgument
+        );
+    }
+}
+
+#[test]
+fn metrics_and_events_of_a_consumer_and_a_producer() {
+    let (kinesis, stream) = create_stream(1);
+    put_payloads(&kinesis, &stream, 0..10);
+    with_test_credentials();
+    let seen: Box<SeenEvents> = Box::default();
+    let builder = builder_for(stream.as_str());
+    let url = c(&emulators().kinesis_url());
+    let mut consumer = ptr::null_mut();
+    unsafe {
+        kcheck_consumer_builder_set_endpoint_url(builder, url.as_ptr());
+        kcheck_consumer_builder_set_discovery_interval_ms(builder, 300);
+        kcheck_consumer_builder_set_idle_poll_interval_ms(builder, 100);
+        assert_eq!(
+            kcheck_consumer_builder_set_event_callback(
+                builder,
+                Some(record_event),
+                &*seen as *const SeenEvents as *mut c_void
+            ),
+            kcheck_status::Ok
+        );
+        let status = kcheck_consumer_builder_build(builder, &mut consumer);
+        assert_eq!(status, kcheck_status::Ok, "{}", last_error());
+    }
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read < 10 && Instant::now() < deadline {
+        let mut record = ptr::null_mut();
+        if unsafe { kcheck_consumer_next(consumer, 200, &mut record) } == kcheck_status::Ok {
+            read += 1;
+            unsafe { kcheck_record_free(record) };
+        }
+    }
+    assert_eq!(read, 10);
+    // Another stream: the consumer must not see this record.
+    let (_, produced) = create_stream(1);
+    let producer = ffi_producer(produced.as_str(), &emulators().kinesis_url(), 100);
+    put(producer, "extra", "k").unwrap();
+    assert_eq!(
+        unsafe { kcheck_producer_flush(producer, 10_000) },
+        kcheck_status::Ok
+    );
+
+    let text = render(&[consumer], &[producer]).unwrap();
+    let owner = unsafe { CStr::from_ptr(kcheck_consumer_owner_id(consumer)) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let labels = format!(
+        r#"group="memory",stream="{}",owner="{owner}""#,
+        stream.as_str()
+    );
+    assert!(
+        text.contains(&format!("kcheck_consumer_records_total{{{labels}}} 10\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("kcheck_lease_gains_total{{{labels}}} 1\n")));
+    assert!(text.contains(&format!(
+        "kcheck_producer_records_sent_total{{stream=\"{}\"}} 1\n",
+        produced.as_str()
+    )));
+    assert_eq!(text.matches("# HELP kcheck_lease_gains_total ").count(), 1);
+
+    // Told on the consumer's event thread, maybe a moment after the records.
+    assert!(wait_until(Duration::from_secs(10), || !seen
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (kind, group, event_stream, shard, _) = &events[0];
+    assert_eq!(*kind, kcheck_event_kind::LeaseGained as u32);
+    assert_eq!(group, "memory");
+    assert_eq!(event_stream, stream.as_str());
+    assert!(shard.starts_with("shardId-"));
+    unsafe {
+        kcheck_producer_free(producer);
+        kcheck_consumer_free(consumer);
+    }
+    // No call after free: the user data may go now.
+    drop(seen);
 }

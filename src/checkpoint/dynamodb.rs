@@ -45,23 +45,7 @@ impl DynamoDbCheckpointerBuilder {
         self
     }
 
-    /// A lease unchanged this long is dead [60 s].
-    pub fn session_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.session_timeout = timeout;
-        self
-    }
-
-    /// Owned leases are renewed this often [15 s].
-    pub fn heartbeat_frequency(mut self, frequency: Duration) -> Self {
-        self.settings.heartbeat_frequency = frequency;
-        self
-    }
-
-    /// Checkpoint processed records automatically [true].
-    pub fn auto_checkpoint(mut self, auto: bool) -> Self {
-        self.settings.auto_checkpoint = auto;
-        self
-    }
+    super::lease_setters!();
 
     /// Create the table when it is missing [true].
     pub fn create_table(mut self, create: bool) -> Self {

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dynamodb::SHARD_END;
-use super::group::{Change, ConsumerGroup, SavedCheckpoint};
+use super::group::{Change, ConsumerGroup, Progress, SavedCheckpoint};
 use super::Checkpoint;
 use crate::dynamodb::{
     item, AttributeValue, DynamoDbClient, GetItemRequest, Item, ScanRequest, UpdateItemRequest,
@@ -79,6 +79,7 @@ pub struct KclTable {
     /// The stream of a single-stream table's bare shard keys, or the
     /// `account:stream:creationEpoch` identifier of multi-stream keys.
     stream: Option<String>,
+    progress: Option<Progress>,
 }
 
 impl KclTable {
@@ -94,7 +95,14 @@ impl KclTable {
             table: table.into(),
             application: application.into(),
             stream: None,
+            progress: None,
         }
+    }
+
+    /// Calls `report(written, total)` after each checkpoint a write writes.
+    pub fn on_progress(mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress::new(report));
+        self
     }
 
     /// The stream of a single-stream table (its keys are bare shard ids);
@@ -253,6 +261,7 @@ impl CheckpointTable for KclTable {
                 fenced: owned(&stored),
                 note,
             });
+            Progress::tell(&self.progress, changes.len(), saved.len());
         }
         Ok(changes)
     }
@@ -299,6 +308,7 @@ pub struct AsyncKinesisTable {
     group: String,
     stream: String,
     session_timeout: Duration,
+    progress: Option<Progress>,
 }
 
 impl AsyncKinesisTable {
@@ -318,7 +328,14 @@ impl AsyncKinesisTable {
             group: group.into(),
             stream: stream.into(),
             session_timeout,
+            progress: None,
         }
+    }
+
+    /// Calls `report(written, total)` after each checkpoint a write writes.
+    pub fn on_progress(mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress::new(report));
+        self
     }
 }
 
@@ -420,6 +437,7 @@ impl CheckpointTable for AsyncKinesisTable {
                     fenced: None,
                     note: Some(format!("{why}; left as it was")),
                 });
+                Progress::tell(&self.progress, changes.len(), saved.len());
                 continue;
             }
             let now = SystemTime::now()
@@ -451,6 +469,7 @@ impl CheckpointTable for AsyncKinesisTable {
                 fenced: live(&stored),
                 note: None,
             });
+            Progress::tell(&self.progress, changes.len(), saved.len());
         }
         Ok(changes)
     }

@@ -317,7 +317,19 @@ pub struct ConsumerGroup {
 
 /// Told `(written, total)` after each checkpoint a write operation writes.
 #[derive(Clone)]
-struct Progress(std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+pub(super) struct Progress(std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl Progress {
+    pub(super) fn new(report: impl Fn(usize, usize) + Send + Sync + 'static) -> Progress {
+        Progress(std::sync::Arc::new(report))
+    }
+
+    pub(super) fn tell(progress: &Option<Progress>, written: usize, total: usize) {
+        if let Some(Progress(report)) = progress {
+            report(written, total);
+        }
+    }
+}
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,7 +354,7 @@ impl ConsumerGroup {
     /// Calls `report(written, total)` after each checkpoint an import,
     /// reset or restore writes (for a progress display).
     pub fn on_progress(mut self, report: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
-        self.progress = Some(Progress(std::sync::Arc::new(report)));
+        self.progress = Some(Progress::new(report));
         self
     }
 
@@ -566,47 +578,73 @@ impl ConsumerGroup {
                 )));
             }
         }
-        let in_stream = self.shards_in_streams(&targets)?;
+        let mut streams = BTreeMap::new();
         targets
             .iter()
             .enumerate()
             .map(|(index, target)| {
                 let mut change = self.write(target, force)?;
-                if let Some(Progress(report)) = &self.progress {
-                    report(index + 1, targets.len());
-                }
-                if in_stream
-                    .get(&target.stream)
-                    .is_some_and(|shards| !shards.contains(&target.shard))
-                {
-                    change.note = Some(format!(
-                        "shard {} is no longer in stream {}: its records are gone",
-                        target.shard, target.stream
-                    ));
-                }
+                Progress::tell(&self.progress, index + 1, targets.len());
+                change.note = self.check_in_stream(target, &mut streams);
                 Ok(change)
             })
             .collect()
     }
 
-    /// The shards of each target stream, when a Kinesis client is given.
-    fn shards_in_streams(&self, targets: &[Target]) -> Result<BTreeMap<String, HashSet<String>>> {
-        let Some(kinesis) = &self.kinesis else {
-            return Ok(BTreeMap::new());
-        };
-        let mut streams = BTreeMap::new();
-        for target in targets {
-            if streams.contains_key(&target.stream) {
-                continue;
+    /// What the caller should know about a written position that the
+    /// stream no longer holds (its shard gone, or its records past the
+    /// retention); a stream that cannot be read is said too. Nothing
+    /// without a Kinesis client.
+    fn check_in_stream(
+        &self,
+        target: &Target,
+        streams: &mut BTreeMap<String, std::result::Result<HashSet<String>, String>>,
+    ) -> Option<String> {
+        let kinesis = self.kinesis.as_ref()?;
+        let stream = StreamRef::from(target.stream.as_str());
+        let shards = streams.entry(target.stream.clone()).or_insert_with(|| {
+            kinesis
+                .list_shards(&stream, None)
+                .map(|shards| shards.into_iter().map(|s| s.shard_id.to_string()).collect())
+                .map_err(|e| e.to_string())
+        });
+        let shards = match shards {
+            Ok(shards) => shards,
+            Err(error) => {
+                return Some(format!(
+                    "could not check the position against stream {}: {error}",
+                    target.stream
+                ))
             }
-            let shards = kinesis
-                .list_shards(&StreamRef::from(target.stream.as_str()), None)?
-                .into_iter()
-                .map(|shard| shard.shard_id.to_string())
-                .collect();
-            streams.insert(target.stream.clone(), shards);
+        };
+        if !shards.contains(&target.shard) {
+            return Some(format!(
+                "shard {} is no longer in stream {}: its records are gone",
+                target.shard, target.stream
+            ));
         }
-        Ok(streams)
+        let Some(Checkpoint::At(position)) = &target.checkpoint else {
+            return None;
+        };
+        let oldest = kinesis
+            .get_shard_iterator(&stream, &target.shard, &IteratorPosition::TrimHorizon)
+            .and_then(|iterator| kinesis.get_records(&iterator, 1));
+        match oldest {
+            Ok(page) => page.records.first().and_then(|oldest| {
+                (super::compare_sequence_numbers(&position.sequence_number, &oldest.sequence_number)
+                    == std::cmp::Ordering::Less)
+                    .then(|| {
+                        format!(
+                            "{position} is older than the oldest record still in shard {} ({}): records between them, if any, are past the stream's retention",
+                            target.shard, oldest.sequence_number
+                        )
+                    })
+            }),
+            Err(error) => Some(format!(
+                "could not read the oldest record of shard {}: {error}",
+                target.shard
+            )),
+        }
     }
 
     /// One target's write, conditional on the lease it read; read again

@@ -8,6 +8,8 @@ mod formats;
 mod group;
 mod memory;
 mod position;
+#[cfg(feature = "redis")]
+mod redis;
 mod snapshot;
 
 use std::fmt;
@@ -18,6 +20,8 @@ pub use formats::{copy, AsyncKinesisTable, CheckpointTable, KclTable, ReadCheckp
 pub use group::{Backlog, Change, ConsumerGroup, LeaseInfo, LeaseState, ResetTo, SavedCheckpoint};
 pub use memory::MemoryCheckpointer;
 pub use position::{compare_sequence_numbers, is_sequence_number, Checkpoint, Position};
+#[cfg(feature = "redis")]
+pub use redis::{RedisCheckpointer, RedisCheckpointerBuilder};
 pub use snapshot::{SnapshotInfo, Snapshots};
 
 use crate::error::Result;
@@ -114,6 +118,32 @@ impl LeaseSettings {
         Ok(())
     }
 }
+
+/// The `session_timeout`, `heartbeat_frequency` and `auto_checkpoint`
+/// setters of a checkpointer builder whose `settings` field is a
+/// [`LeaseSettings`].
+macro_rules! lease_setters {
+    () => {
+        /// A lease unchanged this long is dead [60 s].
+        pub fn session_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.settings.session_timeout = timeout;
+            self
+        }
+
+        /// Owned leases are renewed this often [15 s].
+        pub fn heartbeat_frequency(mut self, frequency: std::time::Duration) -> Self {
+            self.settings.heartbeat_frequency = frequency;
+            self
+        }
+
+        /// Checkpoint processed records automatically [true].
+        pub fn auto_checkpoint(mut self, auto: bool) -> Self {
+            self.settings.auto_checkpoint = auto;
+            self
+        }
+    };
+}
+pub(crate) use lease_setters;
 
 /// A store of leases and checkpoints shared by a consumer group.
 ///

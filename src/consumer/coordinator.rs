@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::fetcher::{self, StartFrom};
 use super::shard::OwnedShard;
-use super::Context;
+use super::{ConsumerEventKind, Context};
 use crate::checkpoint::{Checkpoint, Lease};
 use crate::error::Result;
 use crate::kinesis::{IteratorPosition, Shard};
@@ -153,6 +153,11 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
                     .counters
                     .handoffs_received
                     .fetch_add(1, Ordering::Relaxed);
+                context.emit(
+                    ConsumerEventKind::LeaseReceived,
+                    &lease.shard_id,
+                    String::new,
+                );
             }
             Err(error) => log::info!("shard {}: not resumed: {error}", lease.shard_id),
         }
@@ -215,6 +220,9 @@ pub(crate) fn cycle(context: &Arc<Context>, observations: &mut Observations) -> 
                 None => log::info!("{me}: lease taken: shard {}", lease.shard_id),
             }
             context.counters.lease_gains.fetch_add(1, Ordering::Relaxed);
+            context.emit(ConsumerEventKind::LeaseGained, &lease.shard_id, || {
+                lease.owner.clone().unwrap_or_default()
+            });
             start(context, taken, sent, &shards);
             mine += 1;
         }

@@ -215,6 +215,11 @@ fn release(
                     .counters
                     .handoffs_given
                     .fetch_add(1, Ordering::Relaxed);
+                context.emit(
+                    super::ConsumerEventKind::LeaseHandedOver,
+                    &shard.shard_id,
+                    || asker.to_owned(),
+                );
                 log::info!(
                     "{}: lease handed over: shard {} to {asker}",
                     context.owner,

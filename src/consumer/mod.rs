@@ -8,6 +8,7 @@
 //! not counted as processed.
 
 mod coordinator;
+mod events;
 mod fetcher;
 mod keeper;
 mod record;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
+pub use events::{ConsumerEvent, ConsumerEventKind};
 pub use record::Record;
 pub use stats::{ConsumerStats, ShardStats};
 
@@ -33,6 +35,7 @@ use crate::checkpoint::{
 use crate::error::{Error, Result};
 use crate::kinesis::{IteratorPosition, KinesisClient, StreamRef};
 use crate::transport::ClientSettings;
+use events::{EventCallback, Events};
 use shard::{OwnedShard, TenureState};
 
 /// Where shards without a checkpoint start.
@@ -99,6 +102,8 @@ pub(crate) struct Context {
     pub options: ConsumerOptions,
     pub kinesis: KinesisClient,
     pub counters: ConsumerCounters,
+    /// Lease and checkpoint events for the host's callback.
+    pub events: Events,
     /// Records per channel item; the channel holds max_queue_size records.
     pub chunk_size: usize,
     closing: AtomicBool,
@@ -136,6 +141,18 @@ impl Context {
             recv(self.wake.1) -> _ => !self.is_closing(),
             default(self.options.discovery_interval) => !self.is_closing(),
         }
+    }
+
+    /// Tells the host's event callback (if any) about `shard_id`.
+    pub fn emit(&self, kind: ConsumerEventKind, shard_id: &str, message: impl FnOnce() -> String) {
+        self.events.emit(|| ConsumerEvent {
+            kind,
+            group: self.scope.group.clone(),
+            stream: self.stream.to_string(),
+            shard_id: shard_id.to_owned(),
+            owner: self.owner.clone(),
+            message: message(),
+        });
     }
 
     /// Runs discovery soon (a shard finished; its children may start).
@@ -276,6 +293,7 @@ pub struct ConsumerBuilder {
     checkpointer: Option<Arc<dyn Checkpointer>>,
     options: ConsumerOptions,
     client: ClientSettings,
+    on_event: Option<EventCallback>,
 }
 
 impl ConsumerBuilder {
@@ -343,6 +361,23 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Calls `callback` the moment a lease is gained, lost, received or
+    /// handed over, or a checkpoint write fails [none]. It runs on a
+    /// dedicated thread of the consumer, one event at a time, in order;
+    /// a slow callback delays later events but never lease renewals. It is
+    /// not called after [`Consumer::close`] returns. It must not close the
+    /// consumer itself.
+    pub fn on_event(mut self, callback: impl Fn(&ConsumerEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(EventCallback(Arc::new(callback)));
+        self
+    }
+
+    /// No event callback (undoes [`on_event`](Self::on_event)).
+    pub(crate) fn without_events(mut self) -> Self {
+        self.on_event = None;
+        self
+    }
+
     crate::transport::client_setters!("Kinesis");
 
     /// Checks the options, prepares the checkpointer (creating its table if
@@ -384,6 +419,8 @@ impl ConsumerBuilder {
             crossbeam_channel::bounded((options.max_queue_size / chunk_size).max(1));
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded(0);
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let events = Events::start(self.on_event)
+            .map_err(|e| Error::Internal(format!("cannot start the event thread: {e}")))?;
         let context = Arc::new(Context {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             created_in: std::process::id(),
@@ -398,6 +435,7 @@ impl ConsumerBuilder {
             options,
             kinesis,
             counters: ConsumerCounters::default(),
+            events,
             chunk_size,
             closing: AtomicBool::new(false),
             sender,
@@ -528,6 +566,7 @@ impl Consumer {
                 idle_poll_interval: Duration::from_secs(1),
             },
             client: ClientSettings::default(),
+            on_event: None,
         }
     }
 
@@ -860,6 +899,8 @@ impl Consumer {
             let _ = threads.coordinator.join();
         }
         while self.receiver.try_recv().is_ok() {}
+        // Events queued so far are told; none after this.
+        self.context.events.stop();
         if !released {
             return Err(Error::Timeout(format!(
                 "close: leases were still being released after {:?}",

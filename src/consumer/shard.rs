@@ -346,11 +346,16 @@ impl OwnedShard {
                     .fetch_add(1, Ordering::Relaxed);
             }
             Ok(()) => {}
-            Err(_) => {
+            Err(error) => {
                 context
                     .counters
                     .checkpoint_failures
                     .fetch_add(1, Ordering::Relaxed);
+                context.emit(
+                    super::ConsumerEventKind::CheckpointFailed,
+                    &self.shard_id,
+                    || error.to_string(),
+                );
             }
         }
         result
@@ -406,6 +411,9 @@ impl OwnedShard {
                 context.owner,
                 self.shard_id
             );
+            context.emit(super::ConsumerEventKind::LeaseLost, &self.shard_id, || {
+                why.to_owned()
+            });
         }
     }
 

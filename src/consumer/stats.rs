@@ -17,6 +17,12 @@ pub struct ShardStats {
     pub last_delivered: Option<String>,
     /// The stored checkpoint (`SHARD_END` for a finished shard).
     pub last_checkpointed: Option<String>,
+    /// Milliseconds since this consumer last wrote the shard's checkpoint
+    /// (or took the lease, when it has written none).
+    pub millis_since_checkpoint: u64,
+    /// Whether records returned to the caller lie beyond the stored
+    /// checkpoint (false: the checkpoint is up to date, however old).
+    pub checkpoint_behind: bool,
     pub millis_behind_latest: u64,
     /// User records queued for the caller, and their payload bytes.
     pub records: u64,
@@ -28,6 +34,8 @@ pub struct ShardStats {
 /// Figures of the whole consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConsumerStats {
+    /// The checkpointer's group (application name).
+    pub group: String,
     pub owner: String,
     pub stream: String,
     pub shards: Vec<ShardStats>,
@@ -55,6 +63,15 @@ pub(crate) fn collect(context: &Context) -> ConsumerStats {
                 owner: context.owner.clone(),
                 last_delivered: progress.delivered.as_ref().map(ToString::to_string),
                 last_checkpointed: progress.checkpointed.as_ref().map(Checkpoint::to_string),
+                millis_since_checkpoint: u64::try_from(
+                    progress.last_checkpoint_written.elapsed().as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+                checkpoint_behind: match (&progress.delivered, &progress.checkpointed) {
+                    (None, _) => false,
+                    (Some(delivered), Some(stored)) => !stored.covers(delivered),
+                    (Some(_), None) => true,
+                },
                 millis_behind_latest: counters.millis_behind_latest.load(Ordering::Relaxed),
                 records: counters.records.load(Ordering::Relaxed),
                 bytes: counters.bytes.load(Ordering::Relaxed),
@@ -67,6 +84,7 @@ pub(crate) fn collect(context: &Context) -> ConsumerStats {
     let c = &context.counters;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     ConsumerStats {
+        group: context.scope.group.clone(),
         owner: context.owner.clone(),
         stream: context.stream.to_string(),
         shards,

@@ -227,6 +227,32 @@ pub(crate) unsafe fn with_two_shared_handles<A: Handle, B: Handle>(
     })
 }
 
+/// The call's own references to the `count` shared handles of `array`
+/// (NULL with a count of 0: none); any NULL, poisoned or inherited handle
+/// refuses the whole call.
+///
+/// # Safety
+/// `array` is NULL or holds `count` pointers, each NULL or a live handle
+/// made by `into_shared_handle`.
+pub(crate) unsafe fn shared_handles<H: Handle>(
+    array: *const *const H,
+    count: usize,
+    name: &str,
+) -> Result<Vec<Arc<H>>, Failure> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if array.is_null() {
+        return Err(Failure::null(name));
+    }
+    // SAFETY: the caller promised `count` readable pointers.
+    let pointers = unsafe { std::slice::from_raw_parts(array, count) };
+    pointers
+        .iter()
+        .map(|&handle| unsafe { in_flight(handle) })
+        .collect()
+}
+
 /// The call's own reference to a live shared handle.
 ///
 /// # Safety

@@ -1,5 +1,7 @@
-//! Checkpointers for C: one builder for both kinds, so the lease settings
-//! they share have one setter each.
+//! Checkpointers for C: one builder for every kind, so the lease settings
+//! they share have one setter each. The Redis entry points are exported
+//! whether or not the library was built with the `redis` feature (a stable
+//! ABI); without it they fail with `KCHECK_STATUS_INVALID_CONFIG`.
 
 use std::ffi::c_char;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ struct Draft {
 enum Kind {
     Memory,
     DynamoDb(Box<DynamoDbCheckpointerBuilder>),
+    #[cfg(feature = "redis")]
+    Redis(Box<crate::checkpoint::RedisCheckpointerBuilder>),
 }
 
 impl Handle for kcheck_checkpointer_builder {
@@ -98,6 +102,39 @@ unsafe fn update_dynamodb(
     }
 }
 
+/// Applies `change` to a Redis builder; other kinds refuse.
+///
+/// # Safety
+/// `builder` is NULL or a live builder.
+#[cfg(feature = "redis")]
+unsafe fn update_redis(
+    builder: *const kcheck_checkpointer_builder,
+    parameter: &str,
+    change: impl FnOnce(
+        crate::checkpoint::RedisCheckpointerBuilder,
+    ) -> Result<crate::checkpoint::RedisCheckpointerBuilder, Failure>,
+) -> kcheck_status {
+    unsafe {
+        with_handle(builder, |builder| {
+            let mut draft = builder.draft.lock();
+            let Kind::Redis(redis) = &mut draft.kind else {
+                return Err(Failure::invalid_argument(format!(
+                    "{parameter} applies only to a Redis checkpointer"
+                )));
+            };
+            let updated = change((**redis).clone())?;
+            **redis = updated;
+            Ok(kcheck_status::Ok)
+        })
+    }
+}
+
+/// The failure of a Redis entry point in a library built without it.
+#[cfg(not(feature = "redis"))]
+fn without_redis() -> Failure {
+    crate::Error::Config("built without Redis support (cargo feature `redis`)".into()).into()
+}
+
 /// Applies `change` to the lease settings of either kind.
 ///
 /// # Safety
@@ -134,6 +171,65 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_new_dynamodb(
         out.write(new_builder(Kind::DynamoDb(Box::new(
             DynamoDbCheckpointer::builder(name),
         ))))
+    })
+}
+
+/// Starts a Redis checkpointer for consumer group `name` (async-kinesis's
+/// RedisCheckPointer). Defaults: the server from `REDIS_HOST`
+/// [localhost], `REDIS_PORT` [6379], `REDIS_PASSWORD` and `REDIS_DB` [0]
+/// (see `kcheck_checkpointer_builder_set_url`), session timeout 60 s,
+/// heartbeat every 15 s, automatic checkpoints, TTL 24 h. In a library
+/// built without the `redis` feature: `KCHECK_STATUS_INVALID_CONFIG`,
+/// "built without Redis support".
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string; `out` is NULL or writable.
+///
+/// Thread safety: any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_new_redis(
+    name: *const c_char,
+    out: *mut *mut kcheck_checkpointer_builder,
+) -> kcheck_status {
+    boundary(|| {
+        let out = unsafe { Out::new(out, "out") }?;
+        let name = unsafe { text(name, "name") }?;
+        #[cfg(feature = "redis")]
+        {
+            out.write(new_builder(Kind::Redis(Box::new(
+                crate::checkpoint::RedisCheckpointer::builder(name),
+            ))))
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = (out, name);
+            Err(without_redis())
+        }
+    })
+}
+
+/// The Redis server: `redis://[[user]:password@]host[:port][/db]`, or
+/// `rediss://…` for TLS [from the `REDIS_*` environment variables]. The
+/// password never appears in an error message.
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `url` is NULL or a NUL-terminated
+/// string.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_checkpointer_builder_set_url(
+    builder: *mut kcheck_checkpointer_builder,
+    url: *const c_char,
+) -> kcheck_status {
+    #[cfg(feature = "redis")]
+    unsafe {
+        update_redis(builder, "url", |b| Ok(b.url(text(url, "url")?)))
+    }
+    #[cfg(not(feature = "redis"))]
+    boundary(|| {
+        let _ = (builder, url);
+        Err(without_redis())
     })
 }
 
@@ -287,7 +383,8 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_set_region_name(
     }
 }
 
-/// Hours after its last write that DynamoDB's TTL may delete an item [24].
+/// Hours after its shard left the stream that a lease may be deleted (by
+/// DynamoDB's TTL, or a Redis key expiry) [24]; 0 keeps leases for good.
 ///
 /// # Safety
 /// `builder` is NULL or a live builder.
@@ -298,7 +395,22 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_set_ttl_hours(
     builder: *mut kcheck_checkpointer_builder,
     hours: u32,
 ) -> kcheck_status {
-    unsafe { update_dynamodb(builder, "ttl_hours", |b| Ok(b.ttl_hours(hours))) }
+    unsafe {
+        with_handle(builder, |builder| {
+            let mut draft = builder.draft.lock();
+            match &mut draft.kind {
+                Kind::DynamoDb(dynamodb) => **dynamodb = (**dynamodb).clone().ttl_hours(hours),
+                #[cfg(feature = "redis")]
+                Kind::Redis(redis) => **redis = (**redis).clone().ttl_hours(hours),
+                Kind::Memory => {
+                    return Err(Failure::invalid_argument(
+                        "ttl_hours applies only to a DynamoDB or Redis checkpointer".to_owned(),
+                    ))
+                }
+            }
+            Ok(kcheck_status::Ok)
+        })
+    }
 }
 
 /// Consumes the builder, whether or not it succeeds, and makes the
@@ -331,6 +443,17 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_build(
                 );
                 (dynamodb.clone(), Some(dynamodb))
             }
+            #[cfg(feature = "redis")]
+            Kind::Redis(redis) => (
+                Arc::new(
+                    redis
+                        .session_timeout(settings.session_timeout)
+                        .heartbeat_frequency(settings.heartbeat_frequency)
+                        .auto_checkpoint(settings.auto_checkpoint)
+                        .build()?,
+                ),
+                None,
+            ),
         };
         out.write(into_handle(kcheck_checkpointer {
             inner,
@@ -365,4 +488,71 @@ pub unsafe extern "C" fn kcheck_checkpointer_builder_free(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_checkpointer_free(checkpointer: *mut kcheck_checkpointer) {
     boundary_value((), || drop(unsafe { reclaim(checkpointer) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+    use std::ptr;
+
+    use super::*;
+    use crate::ffi::boundary::kcheck_last_error_message;
+
+    fn last_error() -> String {
+        unsafe { CStr::from_ptr(kcheck_last_error_message()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn redis_entry_points_exist_without_the_feature_and_say_so() {
+        let mut builder = ptr::null_mut();
+        let status =
+            unsafe { kcheck_checkpointer_builder_new_redis(c"app".as_ptr(), &mut builder) };
+        assert_eq!(status, kcheck_status::InvalidConfig);
+        assert!(builder.is_null());
+        assert!(
+            last_error().contains("built without Redis support"),
+            "{}",
+            last_error()
+        );
+        let status =
+            unsafe { kcheck_checkpointer_builder_set_url(ptr::null_mut(), c"redis://x".as_ptr()) };
+        assert_eq!(status, kcheck_status::InvalidConfig);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_builder_takes_a_url_and_refuses_dynamodb_parameters() {
+        let mut builder = ptr::null_mut();
+        let status =
+            unsafe { kcheck_checkpointer_builder_new_redis(c"app".as_ptr(), &mut builder) };
+        assert_eq!(status, kcheck_status::Ok);
+        let url = c"redis://:s3cr3t@127.0.0.1:1/0";
+        assert_eq!(
+            unsafe { kcheck_checkpointer_builder_set_url(builder, url.as_ptr()) },
+            kcheck_status::Ok
+        );
+        assert_eq!(
+            unsafe { kcheck_checkpointer_builder_set_ttl_hours(builder, 1) },
+            kcheck_status::Ok
+        );
+        let status = unsafe { kcheck_checkpointer_builder_set_table_name(builder, c"t".as_ptr()) };
+        assert_ne!(status, kcheck_status::Ok);
+        assert!(last_error().contains("DynamoDB"), "{}", last_error());
+        let mut checkpointer = ptr::null_mut();
+        let status = unsafe { kcheck_checkpointer_builder_build(builder, &mut checkpointer) };
+        assert_eq!(status, kcheck_status::Ok);
+        let debug = format!("{:?}", unsafe { &*checkpointer }.inner);
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        unsafe { kcheck_checkpointer_free(checkpointer) };
+
+        let mut dynamodb = ptr::null_mut();
+        unsafe { kcheck_checkpointer_builder_new_dynamodb(c"app".as_ptr(), &mut dynamodb) };
+        let status = unsafe { kcheck_checkpointer_builder_set_url(dynamodb, url.as_ptr()) };
+        assert_ne!(status, kcheck_status::Ok);
+        assert!(!last_error().contains("s3cr3t"), "{}", last_error());
+        unsafe { kcheck_checkpointer_builder_free(dynamodb) };
+    }
 }

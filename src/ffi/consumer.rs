@@ -252,6 +252,36 @@ pub unsafe extern "C" fn kcheck_consumer_builder_set_idle_poll_interval_ms(
     unsafe { update(builder, |b| Ok(b.idle_poll_interval(millis(milliseconds)))) }
 }
 
+/// Calls `callback` with `user_data` the moment a lease of this consumer
+/// is gained, lost, received or handed over, or a checkpoint write fails
+/// (see `kcheck_event_kind`); NULL sets none [none]. It runs on the
+/// consumer's own event thread, one event at a time, in order: a slow
+/// callback delays later events, never lease renewals. No call starts
+/// after `kcheck_consumer_close` (or `_free`) returns. It must not close
+/// or free the consumer.
+///
+/// # Safety
+/// `builder` is NULL or a live builder; `callback`, when not NULL, must be
+/// safe to call with `user_data` from another thread until the consumer
+/// is closed.
+///
+/// Thread safety: calls on one builder are serialized.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kcheck_consumer_builder_set_event_callback(
+    builder: *mut kcheck_consumer_builder,
+    callback: super::metrics::kcheck_event_callback,
+    user_data: *mut std::ffi::c_void,
+) -> kcheck_status {
+    unsafe {
+        update(builder, |b| {
+            Ok(match super::metrics::event_callback(callback, user_data) {
+                Some(callback) => b.on_event(callback),
+                None => b.without_events(),
+            })
+        })
+    }
+}
+
 /// The Kinesis endpoint, e.g. a local emulator [resolved as the AWS SDKs do].
 ///
 /// # Safety

@@ -17,6 +17,8 @@ use crate::checkpoint::{
     Snapshots,
 };
 use crate::error::{excerpt, Error, ErrorCode};
+use crate::kinesis::KinesisClient;
+use crate::transport::AwsConfig;
 
 /// The leases and checkpoints of a DynamoDB checkpointer's consumer group,
 /// seen from outside its consumers. Shared by the caller and every call in
@@ -116,13 +118,23 @@ fn write_lines<T: Serialize>(out: Out<*mut c_char>, values: &[T]) -> Outcome {
 /// group with `kcheck_group_free`. A memory checkpointer is
 /// `KCHECK_STATUS_INVALID_ARGUMENT`.
 ///
+/// Positions an import, reset or restore writes are checked against the
+/// stream through Kinesis at `kinesis_endpoint_url` in `region` (each NULL:
+/// resolved as the AWS SDKs do): a shard gone from the stream, or a
+/// position older than its oldest record, is said in the change's `note`,
+/// and so is a stream that could not be read.
+///
 /// # Safety
-/// `checkpointer` is NULL or a live checkpointer; `out` is NULL or writable.
+/// `checkpointer` is NULL or a live checkpointer; `kinesis_endpoint_url`
+/// and `region` are NULL or NUL-terminated strings; `out` is NULL or
+/// writable.
 ///
 /// Thread safety: any thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kcheck_group_new(
     checkpointer: *const kcheck_checkpointer,
+    kinesis_endpoint_url: *const c_char,
+    region: *const c_char,
     out: *mut *mut kcheck_group,
 ) -> kcheck_status {
     boundary(|| {
@@ -133,8 +145,20 @@ pub unsafe extern "C" fn kcheck_group_new(
                 "a group's leases and checkpoints live in DynamoDB: give a DynamoDB checkpointer, not a memory one",
             )
         })?;
+        let optional = |value: *const c_char, name: &str| -> Result<Option<&str>, Failure> {
+            if value.is_null() {
+                Ok(None)
+            } else {
+                unsafe { text(value, name) }.map(Some)
+            }
+        };
+        let config = AwsConfig::for_client(
+            None,
+            optional(region, "region")?,
+            optional(kinesis_endpoint_url, "kinesis_endpoint_url")?,
+        )?;
         out.write(into_shared_handle(kcheck_group {
-            group: ConsumerGroup::new(dynamodb),
+            group: ConsumerGroup::new(dynamodb).with_kinesis(KinesisClient::new(&config)?),
             state: HandleState::new(),
         }))
     })

@@ -55,7 +55,7 @@ impl Handle for kcheck_producer_builder {
 /// `Arc` behind the pointer): freeing it while another thread's call is
 /// still running drops only the caller's reference.
 pub struct kcheck_producer {
-    producer: Producer,
+    pub(crate) producer: Producer,
     /// Set when `kcheck_producer_close` starts: a put refused afterwards
     /// reports `KCHECK_STATUS_CLOSED`.
     closed: AtomicBool,

@@ -51,8 +51,8 @@ from __future__ import annotations
 
 from . import _native
 from ._logging import TRACE, refresh_log_level
-from .checkpointers import CheckPointer, DynamoDBCheckPointer, MemoryCheckPointer
-from .consumer import Consumer
+from .checkpointers import CheckPointer, DynamoDBCheckPointer, MemoryCheckPointer, RedisCheckPointer
+from .consumer import Consumer, ConsumerEvent
 from .group import ConsumerGroup
 from .errors import (
     CallbackFailedError,
@@ -81,6 +81,7 @@ from .writer import DynamoDBWriter
 
 __all__ = [
     "Consumer",
+    "ConsumerEvent",
     "Producer",
     "DynamoDBWriter",
     "Pipeline",
@@ -89,6 +90,7 @@ __all__ = [
     "Delete",
     "DynamoDBCheckPointer",
     "MemoryCheckPointer",
+    "RedisCheckPointer",
     "CheckPointer",
     "Record",
     "KcheckError",

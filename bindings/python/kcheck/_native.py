@@ -123,6 +123,12 @@ _check_record_fields_layout()
 #: ``void (*)(void *user_data, uint32_t level, const char *target, const char *message)``
 LOG_CALLBACK = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p, c_char_p)
 
+#: ``void (*)(void *user_data, uint32_t kind, const char *group, const char *stream,
+#: const char *shard_id, const char *message)``
+EVENT_CALLBACK = CFUNCTYPE(None, c_void_p, c_uint32, c_char_p, c_char_p, c_char_p, c_char_p)
+#: ``kcheck_event_kind`` values, by number.
+EVENT_KINDS = ("lease_gained", "lease_lost", "lease_received", "lease_handed_over", "checkpoint_failed")
+
 
 class PipelineStats(Structure):
     """Mirror of ``kcheck_pipeline_stats`` (frozen in the ABI)."""
@@ -157,6 +163,8 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     # checkpointers
     "kcheck_checkpointer_builder_new_dynamodb": (_status, [c_char_p, _out_ptr], True),
     "kcheck_checkpointer_builder_new_memory": (_status, [_out_ptr], True),
+    "kcheck_checkpointer_builder_new_redis": (_status, [c_char_p, _out_ptr], True),
+    "kcheck_checkpointer_builder_set_url": (_status, [c_void_p, c_char_p], True),
     "kcheck_checkpointer_builder_set_session_timeout_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_checkpointer_builder_set_heartbeat_frequency_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_checkpointer_builder_set_auto_checkpoint": (_status, [c_void_p, c_uint32], True),
@@ -169,7 +177,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_checkpointer_builder_free": (None, [c_void_p], False),
     "kcheck_checkpointer_free": (None, [c_void_p], False),
     # consumer groups: leases, checkpoints, snapshots
-    "kcheck_group_new": (_status, [c_void_p, _out_ptr], True),
+    "kcheck_group_new": (_status, [c_void_p, c_char_p, c_char_p, _out_ptr], True),
     "kcheck_group_leases_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_group_export_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_group_import_json": (_status, [c_void_p, c_char_p, c_size_t, c_uint32, _out_ptr], True),
@@ -201,6 +209,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_consumer_builder_set_idle_poll_interval_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_consumer_builder_set_endpoint_url": (_status, [c_void_p, c_char_p], True),
     "kcheck_consumer_builder_set_region_name": (_status, [c_void_p, c_char_p], True),
+    "kcheck_consumer_builder_set_event_callback": (_status, [c_void_p, EVENT_CALLBACK, c_void_p], True),
     "kcheck_consumer_builder_build": (_status, [c_void_p, _out_ptr], True),
     "kcheck_consumer_builder_free": (None, [c_void_p], False),
     "kcheck_consumer_next": (_status, [c_void_p, c_uint64, _out_ptr], False),
@@ -262,6 +271,12 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_writer_record_status": (_status, [c_void_p, c_uint64, POINTER(c_uint32)], True),
     "kcheck_writer_first_unwritten": (_status, [c_void_p, POINTER(c_uint64)], True),
     "kcheck_writer_stats_json": (_status, [c_void_p, _out_ptr], True),
+    # Prometheus text of consumers, producers and writers
+    "kcheck_metrics_render": (
+        _status,
+        [POINTER(c_void_p), c_size_t, POINTER(c_void_p), c_size_t, POINTER(c_void_p), c_size_t, _out_ptr],
+        True,
+    ),
     "kcheck_writer_take_failures_json": (_status, [c_void_p, _out_ptr], True),
     "kcheck_writer_free": (None, [c_void_p], False),
     # the consumer -> writer pipeline

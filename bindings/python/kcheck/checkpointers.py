@@ -1,4 +1,4 @@
-"""Lease and checkpoint stores: :class:`DynamoDBCheckPointer` and :class:`MemoryCheckPointer`.
+"""Lease and checkpoint stores: :class:`DynamoDBCheckPointer`, :class:`RedisCheckPointer` and :class:`MemoryCheckPointer`.
 
 The same parameters as async-kinesis's checkpointers (times in seconds, int
 or float). The native checkpointer is built at construction, so invalid
@@ -22,7 +22,7 @@ from .errors import ForkError, InvalidConfigError, KcheckError
 if TYPE_CHECKING:  # pragma: no cover
     from .consumer import Consumer
 
-__all__ = ["CheckPointer", "DynamoDBCheckPointer", "MemoryCheckPointer"]
+__all__ = ["CheckPointer", "DynamoDBCheckPointer", "MemoryCheckPointer", "RedisCheckPointer"]
 
 Seconds = Union[int, float]
 
@@ -217,6 +217,59 @@ class DynamoDBCheckPointer(CheckPointer):
             f"DynamoDBCheckPointer(name={self.name!r}, table_name={self.table_name!r}, "
             f"session_timeout={self.session_timeout!r}, heartbeat_frequency={self.heartbeat_frequency!r}, "
             f"auto_checkpoint={self.auto_checkpoint!r})"
+        )
+
+
+class RedisCheckPointer(CheckPointer):
+    """Leases and checkpoints of consumer group ``name`` in Redis.
+
+    The same leases as :class:`DynamoDBCheckPointer` (fencing counter,
+    hand-overs, checkpoints with sub-sequence numbers), kept in one Redis
+    hash per shard; every change is one atomic Lua script. Needs a library
+    built with the ``redis`` feature (otherwise
+    :class:`~kcheck.errors.InvalidConfigError`: "built without Redis support").
+
+    Args:
+        name: the consumer group (application) name.
+        session_timeout: seconds after which an unrenewed lease is dead [60].
+        heartbeat_frequency: seconds between lease renewals [15].
+        auto_checkpoint: checkpoint processed records automatically [True].
+        url: ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://…``
+            for TLS; None reads ``REDIS_HOST`` [localhost], ``REDIS_PORT``
+            [6379], ``REDIS_PASSWORD`` and ``REDIS_DB`` [0] as async-kinesis
+            does (when the checkpointer is created).
+        ttl_hours: hours after its shard left the stream that a lease may be
+            deleted [24]; 0 keeps leases for good.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        session_timeout: Seconds = 60,
+        heartbeat_frequency: Seconds = 15,
+        auto_checkpoint: bool = True,
+        url: Optional[str] = None,
+        ttl_hours: int = 24,
+    ) -> None:
+        _logging.refresh_log_level()
+        self.name = name
+        self._url = url
+        self.ttl_hours = ttl_hours
+        builder = ctypes.c_void_p()
+        _lib.kcheck_checkpointer_builder_new_redis(_native.encode(name, "name"), ctypes.byref(builder))
+        super().__init__(builder.value or 0, session_timeout, heartbeat_frequency, auto_checkpoint)
+
+    def _configure(self, builder: int) -> None:
+        super()._configure(builder)
+        if self._url is not None:
+            _lib.kcheck_checkpointer_builder_set_url(builder, _native.encode(self._url, "url"))
+        _lib.kcheck_checkpointer_builder_set_ttl_hours(builder, check_int(self.ttl_hours, "ttl_hours", 0, 2**32 - 1))
+
+    def __repr__(self) -> str:
+        # Never the url: it may hold the password.
+        return (
+            f"RedisCheckPointer(name={self.name!r}, session_timeout={self.session_timeout!r}, "
+            f"heartbeat_frequency={self.heartbeat_frequency!r}, auto_checkpoint={self.auto_checkpoint!r})"
         )
 
 

@@ -11,7 +11,7 @@ import threading
 import weakref
 from operator import length_hint
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from . import _logging, _native
 from .checkpointers import CheckPointer, MemoryCheckPointer, Seconds, check_int, seconds_to_ms
@@ -26,7 +26,7 @@ from .errors import (
 )
 from .record import Record, _Batch, decode_batch
 
-__all__ = ["Consumer", "BATCH_SIZE", "WAIT_SLICE_MS"]
+__all__ = ["Consumer", "ConsumerEvent", "BATCH_SIZE", "WAIT_SLICE_MS"]
 
 #: Records taken from the library per ``kcheck_consumer_next_batch`` call.
 BATCH_SIZE = 1000
@@ -42,12 +42,44 @@ _log = logging.getLogger("kcheck.python")
 
 
 class _Handle:
-    """Owns one ``kcheck_consumer *``; ``ptr`` is None once freed."""
+    """Owns one ``kcheck_consumer *``; ``ptr`` is None once freed. ``keep``
+    holds the event trampoline as long as the native consumer may call it."""
 
-    __slots__ = ("ptr",)
+    __slots__ = ("ptr", "keep")
 
     def __init__(self, ptr: Optional[int]) -> None:
         self.ptr: Optional[int] = ptr
+        self.keep: Any = None
+
+
+class ConsumerEvent(NamedTuple):
+    """A lease or checkpoint event of one shard, given to ``on_event``.
+
+    ``kind`` is one of ``lease_gained``, ``lease_lost``, ``lease_received``,
+    ``lease_handed_over``, ``checkpoint_failed``; ``message`` the error or
+    reason (``checkpoint_failed``, ``lease_lost``), the asker
+    (``lease_handed_over``), or the expired previous owner (``lease_gained``).
+    """
+
+    kind: str
+    group: str
+    stream: str
+    shard_id: str
+    message: str
+
+
+def _event_trampoline(on_event: Callable[[ConsumerEvent], Any]) -> Any:
+    """A C callback that hands each event to ``on_event``; its exceptions are logged."""
+
+    def call(_user_data: Any, kind: int, group: bytes, stream: bytes, shard_id: bytes, message: bytes) -> None:
+        try:
+            name = _native.EVENT_KINDS[kind] if kind < len(_native.EVENT_KINDS) else str(kind)
+            text = [(b or b"").decode("utf-8", "replace") for b in (group, stream, shard_id, message)]
+            on_event(ConsumerEvent(name, *text))
+        except BaseException:  # never unwind into the library's thread
+            _log.exception("kcheck: on_event callback failed")
+
+    return _native.EVENT_CALLBACK(call)
 
 
 # Open consumers, and whether the interpreter is exiting (a dict so that
@@ -166,6 +198,11 @@ class Consumer:
         discovery_interval: seconds between shard and lease discovery [5].
         idle_poll_interval: seconds between GetRecords calls of a shard that
             had no new records [1].
+        on_event: called with a :class:`ConsumerEvent` the moment a lease is
+            gained, lost, received or handed over, or a checkpoint write
+            fails [none]. It runs on the consumer's own event thread, one
+            event at a time; never after :meth:`close` returns. It must not
+            close the consumer; its exceptions are logged and dropped.
 
     Records are processed in order per shard. In automatic mode (the
     checkpointer's ``auto_checkpoint=True``) a record counts as processed
@@ -205,6 +242,7 @@ class Consumer:
         checkpoint_interval: Optional[Seconds] = None,
         discovery_interval: Optional[Seconds] = None,
         idle_poll_interval: Optional[Seconds] = None,
+        on_event: Optional[Callable[[ConsumerEvent], Any]] = None,
     ) -> None:
         self._pid = os.getpid()
         self._handle = _Handle(0)
@@ -216,6 +254,8 @@ class Consumer:
             raise TypeError(
                 f"checkpointer must be a DynamoDBCheckPointer or MemoryCheckPointer, got {type(checkpointer).__name__}"
             )
+        if on_event is not None and not callable(on_event):
+            raise TypeError(f"on_event must be callable, got {type(on_event).__name__}")
         if iterator_type not in _ITERATOR_TYPES:
             raise InvalidConfigError(
                 f"iterator_type must be one of {', '.join(_ITERATOR_TYPES)}, got {_native.quote(iterator_type)}"
@@ -294,6 +334,10 @@ class Consumer:
                 _lib.kcheck_consumer_builder_set_endpoint_url(b, _native.encode(endpoint_url, "endpoint_url"))
             if region_name is not None:
                 _lib.kcheck_consumer_builder_set_region_name(b, _native.encode(region_name, "region_name"))
+            trampoline = None
+            if on_event is not None:
+                trampoline = _event_trampoline(on_event)
+                _lib.kcheck_consumer_builder_set_event_callback(b, trampoline, None)
         except BaseException:
             _lib.kcheck_consumer_builder_free(builder)
             raise
@@ -301,6 +345,8 @@ class Consumer:
         # Consumes the builder; checks the stream and prepares the table.
         _lib.kcheck_consumer_builder_build(builder, _byref(out))
         self._handle = handle = _Handle(out.value)
+        # Called until the native consumer is closed (at the latest when freed).
+        handle.keep = trampoline
         # Frees the native consumer (closing it first) once this object is
         # gone; at interpreter exit _close_all_at_exit closes it instead.
         finalizer = weakref.finalize(self, _free_handle, handle)

@@ -45,13 +45,25 @@ class ConsumerGroup:
     group name, table, endpoint, region and session timeout (which judges
     whether a lease is alive).
 
+    Positions an import, reset or restore writes are checked against the
+    stream through Kinesis at ``kinesis_endpoint_url`` in ``region_name``
+    (each None: resolved as the AWS SDKs do): a shard gone from the stream,
+    or a position older than its oldest record, is said in the change's
+    ``note``, and so is a stream that could not be read.
+
     The checkpointer may be closed afterwards. Results are lists of dicts:
     a change is ``{"stream", "shard", "before", "after", "fenced", "note"}``
     where ``before`` and ``after`` are ``"SEQUENCE/SUB"``, ``"SHARD_END"``
     or None, and ``fenced`` is the owner a forced write fenced.
     """
 
-    def __init__(self, checkpointer: DynamoDBCheckPointer) -> None:
+    def __init__(
+        self,
+        checkpointer: DynamoDBCheckPointer,
+        *,
+        kinesis_endpoint_url: Optional[str] = None,
+        region_name: Optional[str] = None,
+    ) -> None:
         if not isinstance(checkpointer, DynamoDBCheckPointer):
             raise InvalidArgumentError(
                 "a group's leases and checkpoints live in DynamoDB: give a DynamoDBCheckPointer, "
@@ -61,7 +73,12 @@ class ConsumerGroup:
         self.name: str = checkpointer.name
         self.table_name: str = checkpointer.table_name
         out = ctypes.c_void_p()
-        _lib.kcheck_group_new(checkpointer._native_handle(), _byref(out))
+        _lib.kcheck_group_new(
+            checkpointer._native_handle(),
+            _optional(kinesis_endpoint_url, "kinesis_endpoint_url"),
+            _optional(region_name, "region_name"),
+            _byref(out),
+        )
         self._ptr: Optional[int] = out.value
         self._finalizer: Callable[[], Any] = weakref.finalize(self, _lib.kcheck_group_free, out.value)
 

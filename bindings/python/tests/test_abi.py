@@ -67,6 +67,7 @@ def expected_ctype(declaration: str) -> object:
         "kcheck_record_fields * *": ctypes.POINTER(ctypes.c_void_p),
         "uint8_t * *": ctypes.POINTER(ctypes.c_void_p),  # borrowed buffer out-param
         "kcheck_log_callback": _native.LOG_CALLBACK,
+        "kcheck_event_callback": _native.EVENT_CALLBACK,
         "kcheck_pipeline_transform": _native.PIPELINE_TRANSFORM,
         "kcheck_pipeline_keep_going": _native.PIPELINE_KEEP_GOING,
         "kcheck_pipeline_stats *": ctypes.POINTER(_native.PipelineStats),

@@ -56,7 +56,11 @@ def unprocessed(emulators: Any, stream: str, group: str) -> List[bytes]:
 
 
 def group_of(emulators: Any, name: str) -> ConsumerGroup:
-    return ConsumerGroup(dynamodb_checkpointer(emulators, name, auto_checkpoint=False))
+    return ConsumerGroup(
+        dynamodb_checkpointer(emulators, name, auto_checkpoint=False),
+        kinesis_endpoint_url=emulators.kinesis,
+        region_name="us-east-1",
+    )
 
 
 def test_exported_checkpoints_seed_another_group(emulators: Any, kinesis: Kinesis, stream: str) -> None:
@@ -152,6 +156,9 @@ def test_a_running_group_is_refused_unless_forced(emulators: Any, kinesis: Kines
         except Exception:  # fenced: its lease is gone
             pass
     assert unprocessed(emulators, stream, name) == payloads(20)
+    # A position older than any record still in the shard is said.
+    (change,) = group.reset(stream, "sequence:1", shard=lease["shard"])
+    assert "older than the oldest record" in change["note"]
 
 
 def test_bad_input_raises_before_anything_is_written(emulators: Any, kinesis: Kinesis, stream: str) -> None:

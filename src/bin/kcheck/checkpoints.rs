@@ -1,7 +1,7 @@
 //! `kcheck checkpoints`: export, import, snapshot, restore, reset, and
 //! copy between the kcheck, KCL and async-kinesis table layouts.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, IsTerminal};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -12,7 +12,7 @@ use kcheck::checkpoint::{
 use kcheck::dynamodb::DynamoDbClient;
 
 use crate::output::{cell, epoch_millis, json_lines, Table};
-use crate::{explain, table_of, Connection, Failure, GroupArgs};
+use crate::{explain, show_progress, table_of, Connection, Failure, GroupArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum CheckpointsCommand {
@@ -152,23 +152,26 @@ impl Location {
                 table: Some(self.table.clone()),
             })?),
             Format::Kcl => {
-                let table = KclTable::new(client, &self.table, name);
-                Box::new(match stream {
-                    Some(stream) => table.stream(stream),
-                    None => table,
-                })
+                let mut table = KclTable::new(client, &self.table, name);
+                if let Some(stream) = stream {
+                    table = table.stream(stream);
+                }
+                if io::stderr().is_terminal() {
+                    table = table.on_progress(show_progress);
+                }
+                Box::new(table)
             }
             Format::AsyncKinesis => {
                 let stream = stream.ok_or_else(|| {
                     Failure::new("an async-kinesis table holds one stream: name it with --stream")
                 })?;
-                Box::new(AsyncKinesisTable::new(
-                    client,
-                    &self.table,
-                    name,
-                    stream,
-                    session_timeout,
-                ))
+                let table =
+                    AsyncKinesisTable::new(client, &self.table, name, stream, session_timeout);
+                Box::new(if io::stderr().is_terminal() {
+                    table.on_progress(show_progress)
+                } else {
+                    table
+                })
             }
         })
     }

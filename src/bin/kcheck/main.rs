@@ -112,12 +112,15 @@ impl Connection {
         if !std::io::stderr().is_terminal() {
             return Ok(group);
         }
-        Ok(group.on_progress(|written, total| {
-            eprint!("\r{written}/{total} checkpoints written");
-            if written == total {
-                eprintln!();
-            }
-        }))
+        Ok(group.on_progress(show_progress))
+    }
+}
+
+/// Shows `written/total` in place on stderr (a terminal).
+pub fn show_progress(written: usize, total: usize) {
+    eprint!("\r{written}/{total} checkpoints written");
+    if written == total {
+        eprintln!();
     }
 }
 
