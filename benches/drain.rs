@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo bench --bench drain` (env: SHARDS [4], RECORDS_PER_SHARD
 //! [50000], RECORD_BYTES [1024], REPEAT [5]: runs, each a new consumer group
-//! draining the stream from the start; the median is reported). The emulators run in a child process (this
+//! draining the stream from the start; the median is reported;
+//! METRICS_EVERY_MS [0]: render the consumer's Prometheus metrics that often
+//! during each drain, to see what scraping costs). The emulators run in a child process (this
 //! binary re-executed), so the figures are the client's alone.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -36,6 +38,11 @@ fn main() {
     let per_shard: usize = env_number("RECORDS_PER_SHARD", 50_000);
     let record_bytes: usize = env_number("RECORD_BYTES", 1024);
     let repeat: usize = env_number("REPEAT", 5).max(1);
+    // Render the consumer's metrics this often during each drain (0: never).
+    let metrics_every = match env_number("METRICS_EVERY_MS", 0) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let total = shards as usize * per_shard;
 
     let (mut emulators, kinesis_url, dynamodb_url) = start_emulators();
@@ -74,7 +81,7 @@ fn main() {
                 .checkpointer(checkpointer(&format!("bench-{run}")))
                 .build()
                 .expect("consumer");
-            let drained = drain(consumer, total);
+            let drained = drain(consumer, total, metrics_every);
             println!(
                 "run {run}: {:.2} us/record, {:.2?}, peak RSS {:.1} MiB",
                 drained.us_per_record(),
@@ -154,22 +161,40 @@ impl Drain {
 }
 
 /// Reads `total` records in batches, then closes (final checkpoints).
-fn drain(consumer: Consumer, total: usize) -> Drain {
+/// Drains the stream; with `metrics_every` set, a thread renders the
+/// consumer's metrics that often meanwhile, as a scraped host would.
+fn drain(consumer: Consumer, total: usize, metrics_every: Option<Duration>) -> Drain {
     reset_peak_rss();
     let cpu_before = process_cpu();
     let started = Instant::now();
     let mut records = 0usize;
     let mut bytes = 0usize;
-    while records < total {
-        let batch = consumer
-            .next_batch(1000, Duration::from_secs(30))
-            .expect("records");
-        if batch.is_empty() {
-            panic!("stalled at {records} of {total} records");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if let Some(every) = metrics_every {
+            let (consumer, done) = (&consumer, &done);
+            scope.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = kcheck::metrics::Exposition::new()
+                        .add_consumer(consumer)
+                        .render();
+                    assert!(text.contains("kcheck_consumer_shards"));
+                    std::thread::sleep(every);
+                }
+            });
         }
-        records += batch.len();
-        bytes += batch.iter().map(|r| r.data.len()).sum::<usize>();
-    }
+        while records < total {
+            let batch = consumer
+                .next_batch(1000, Duration::from_secs(30))
+                .expect("records");
+            if batch.is_empty() {
+                panic!("stalled at {records} of {total} records");
+            }
+            records += batch.len();
+            bytes += batch.iter().map(|r| r.data.len()).sum::<usize>();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let elapsed = started.elapsed();
     let cpu = process_cpu() - cpu_before;
     let heartbeats = consumer.stats().heartbeats;
