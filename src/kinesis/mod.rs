@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use page::GetRecordsPage;
+pub(crate) use types::PutRecordsResult;
+use types::PutRecordsResults;
 pub use types::{
     ChildShard, GetRecordsOutput, HashKeyRange, IteratorPosition, PutRecordsEntry,
     PutRecordsOutput, PutRecordsResultEntry, Record, SequenceNumberRange, Shard, ShardFilter,
@@ -259,14 +261,40 @@ impl KinesisClient {
         stream: &StreamRef,
         records: &[PutRecordsEntry],
     ) -> Result<PutRecordsOutput> {
+        self.put_records_with(stream, records, |results| {
+            let records: Vec<PutRecordsResultEntry> =
+                results.iter().map(PutRecordsResult::to_owned).collect();
+            PutRecordsOutput {
+                failed_record_count: records.iter().filter(|r| r.error_code.is_some()).count()
+                    as u32,
+                records,
+            }
+        })
+    }
+
+    /// PutRecords, with the entries' outcomes handed to `summarise` borrowed
+    /// from the response rather than copied out of it.
+    pub(crate) fn put_records_with<T>(
+        &self,
+        stream: &StreamRef,
+        records: &[PutRecordsEntry],
+        mut summarise: impl FnMut(&[PutRecordsResult<'_>]) -> T,
+    ) -> Result<T> {
         if records.is_empty() || records.len() > MAX_PUT_RECORDS {
             return Err(Error::Config(format!(
                 "PutRecords takes 1 to {MAX_PUT_RECORDS} records, got {}",
                 records.len()
             )));
         }
-        self.client
-            .call("PutRecords", &PutRecordsRequest { stream, records })
+        self.client.call_decoding(
+            "PutRecords",
+            &PutRecordsRequest { stream, records },
+            &self.client.retry_policy(),
+            |body| {
+                let results: PutRecordsResults<'_> = serde_json::from_slice(body)?;
+                Ok(summarise(&results.records))
+            },
+        )
     }
 
     /// Writes every record, in batches of 500, resubmitting entries that

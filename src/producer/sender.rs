@@ -15,7 +15,7 @@ use super::shards::ShardMap;
 use super::{FailedRecord, Ticket, MAX_RECORD_BYTES, MAX_REQUEST_BYTES};
 use crate::error::{panic_message, Error, ErrorCode, Result};
 use crate::kinesis::aggregation::{deaggregate, Aggregator};
-use crate::kinesis::{KinesisClient, PutRecordsEntry, PutRecordsResultEntry, StreamRef};
+use crate::kinesis::{KinesisClient, PutRecordsEntry, PutRecordsResult, StreamRef};
 use crate::transport::RetryPolicy;
 
 /// Units of a lane looked at per request: bounds the work a hot key (whose
@@ -554,21 +554,31 @@ impl Sender {
         let Request {
             entries, origins, ..
         } = request;
-        let outcome = self.kinesis.put_records(&self.stream, &entries);
+        let map = &self.map;
+        // Each entry's outcome, decided while the response is at hand.
+        let outcomes = self
+            .kinesis
+            .put_records_with(&self.stream, &entries, |results| {
+                origins
+                    .iter()
+                    .enumerate()
+                    .map(|(index, origin)| classify(results.get(index), map.id(origin.lane)))
+                    .collect::<Vec<_>>()
+            });
         let mut accepted = Vec::new();
         let mut failed = Vec::new();
         let mut again = Vec::new();
         let mut stale = false;
         let (mut stored, mut stored_bytes, mut throttled) = (0, 0, 0);
         for (index, (entry, origin)) in entries.into_iter().zip(origins).enumerate() {
-            let result = match &outcome {
-                Ok(output) => classify(output.records.get(index)),
+            let result = match &outcomes {
+                Ok(outcomes) => outcomes[index].clone(),
                 Err(error) if error.is_retryable() => Outcome::Again { throttled: false },
                 Err(error) => Outcome::Failed(error.clone()),
             };
             match result {
-                Outcome::Stored { shard_id } => {
-                    stale |= shard_id.is_some_and(|id| id != self.map.id(origin.lane));
+                Outcome::Stored { moved } => {
+                    stale |= moved;
                     accepted.extend(origin.members.as_slice().iter().map(|m| m.ticket));
                     stored += 1;
                     stored_bytes += entry.data.len() + entry.partition_key.len();
@@ -582,7 +592,7 @@ impl Sender {
                 }
             }
         }
-        if let Err(error) = &outcome {
+        if let Err(error) = &outcomes {
             log::warn!("PutRecords to {} failed: {error}", self.stream);
         }
         let add = |counter: &AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
@@ -621,24 +631,35 @@ impl Sender {
 }
 
 /// What became of one entry.
-enum Outcome<'a> {
-    Stored { shard_id: Option<&'a str> },
-    Again { throttled: bool },
+#[derive(Clone)]
+enum Outcome {
+    /// `moved`: to another shard than its lane's (the map is stale).
+    Stored {
+        moved: bool,
+    },
+    Again {
+        throttled: bool,
+    },
     Failed(Error),
 }
 
-fn classify(result: Option<&PutRecordsResultEntry>) -> Outcome<'_> {
+/// An entry's outcome from its `result`, which Kinesis should have stored
+/// in the shard `lane_shard`.
+fn classify(result: Option<&PutRecordsResult<'_>>, lane_shard: &str) -> Outcome {
     // A response shorter than the request says nothing of the rest.
     let Some(result) = result else {
         return Outcome::Again { throttled: false };
     };
     match (&result.error_code, &result.sequence_number) {
         (None, Some(_)) => Outcome::Stored {
-            shard_id: result.shard_id.as_deref(),
+            moved: result
+                .shard_id
+                .as_ref()
+                .is_some_and(|id| id.0 != lane_shard),
         },
         (None, None) => Outcome::Again { throttled: false },
         (Some(code), _) => {
-            let code = ErrorCode::parse(code);
+            let code = ErrorCode::parse(&code.0);
             if code.is_throttling() {
                 Outcome::Again { throttled: true }
             } else if matches!(
@@ -651,7 +672,10 @@ fn classify(result: Option<&PutRecordsResultEntry>) -> Outcome<'_> {
                     operation: "PutRecords",
                     code,
                     status: 200,
-                    message: result.error_message.clone().unwrap_or_default(),
+                    message: result
+                        .error_message
+                        .as_ref()
+                        .map_or_else(String::new, |m| m.0.clone().into_owned()),
                 })
             }
         }

@@ -1,16 +1,35 @@
-//! Response bodies are read into a buffer each thread keeps between calls.
+//! Request and response bodies live in buffers each thread keeps between calls.
 //! A fetch thread reading 10 MB GetRecords pages five times a second then
 //! pays neither for fresh pages from the kernel nor for zeroing them again on
 //! every call; a thread whose responses turn small gives the buffer back.
 
 use std::cell::Cell;
 use std::io::{self, Read};
+use std::thread::LocalKey;
 
 /// Buffers up to this size are always kept.
 const ALWAYS_KEPT_BYTES: usize = 64 << 10;
 
 thread_local! {
-    static KEPT_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static RESPONSE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static REQUEST_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Lends the thread's buffer in `slot` to `use_buffer`, which says how many
+/// bytes of it it used. The buffer is kept for the next call unless it is
+/// large and was mostly idle.
+fn with_kept_buffer<T>(
+    slot: &'static LocalKey<Cell<Vec<u8>>>,
+    use_buffer: impl FnOnce(&mut Vec<u8>) -> (usize, T),
+) -> T {
+    // Taken out rather than borrowed, so a nested call on this thread simply
+    // starts with a buffer of its own.
+    let mut buffer = slot.take();
+    let (used, result) = use_buffer(&mut buffer);
+    if buffer.capacity() <= ALWAYS_KEPT_BYTES || used >= buffer.capacity() / 4 {
+        slot.set(buffer);
+    }
+    result
 }
 
 /// Reads `reader` to its end and hands the body to `use_body`. `expected`
@@ -20,15 +39,23 @@ pub(crate) fn read_body<T>(
     expected: usize,
     use_body: impl FnOnce(&[u8]) -> T,
 ) -> io::Result<T> {
-    // Taken out rather than borrowed, so a nested call on this thread simply
-    // starts with a buffer of its own.
-    let mut buffer = KEPT_BUFFER.take();
-    let filled = read_into(&mut reader, &mut buffer, expected)?;
-    let result = use_body(&buffer[..filled]);
-    if buffer.len() <= ALWAYS_KEPT_BYTES || filled >= buffer.len() / 4 {
-        KEPT_BUFFER.set(buffer);
-    }
-    Ok(result)
+    with_kept_buffer(&RESPONSE_BUFFER, |buffer| {
+        match read_into(&mut reader, buffer, expected) {
+            Ok(filled) => (filled, Ok(use_body(&buffer[..filled]))),
+            Err(e) => (0, Err(e)),
+        }
+    })
+}
+
+/// Hands `write` an empty buffer to build a request body in, kept between
+/// calls like the response buffer: a 5 MB PutRecords body is then neither
+/// grown by doubling nor faulted in afresh on every request.
+pub(crate) fn with_request_buffer<T>(write: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    with_kept_buffer(&REQUEST_BUFFER, |buffer| {
+        buffer.clear();
+        let result = write(buffer);
+        (buffer.len(), result)
+    })
 }
 
 /// Reads to the end into `buffer`, whose whole length stays initialised so
@@ -91,16 +118,28 @@ mod tests {
 
     #[test]
     fn a_large_buffer_is_kept_while_bodies_stay_large_and_dropped_after_a_small_one() {
-        let kept = || KEPT_BUFFER.with(|b| b.replace(Vec::new())).len();
+        let kept = || RESPONSE_BUFFER.with(|b| b.replace(Vec::new())).len();
         read_body(Trickle(&body(1 << 20)), 1 << 20, |_| ()).unwrap();
         let size = kept();
         assert!(size > 1 << 20, "{size}");
-        KEPT_BUFFER.set(vec![0; size]);
+        RESPONSE_BUFFER.set(vec![0; size]);
         read_body(Trickle(&body(1 << 19)), 1 << 19, |_| ()).unwrap();
         assert_eq!(kept(), size, "a body of half the buffer keeps it");
-        KEPT_BUFFER.set(vec![0; size]);
+        RESPONSE_BUFFER.set(vec![0; size]);
         read_body(Trickle(&body(100)), 100, |_| ()).unwrap();
         assert_eq!(kept(), 0, "a small body gives the large buffer back");
+    }
+
+    #[test]
+    fn a_request_buffer_starts_empty_and_keeps_its_room() {
+        let room = with_request_buffer(|buffer| {
+            buffer.extend_from_slice(&[7; 100_000]);
+            buffer.capacity()
+        });
+        with_request_buffer(|buffer| {
+            assert!(buffer.is_empty(), "a kept buffer is handed out empty");
+            assert_eq!(buffer.capacity(), room, "and with the room it had");
+        });
     }
 
     #[test]

@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::transport::body::read_body;
+use crate::transport::body::{read_body, with_request_buffer};
 use crate::transport::credentials::SharedCredentialsProvider;
+use crate::transport::resolver::CachingResolver;
 use crate::transport::retry::RetryPolicy;
 use crate::transport::signing::sign_request;
 use crate::transport::{AwsConfig, Service};
@@ -43,14 +45,18 @@ impl JsonClient {
     pub(crate) fn new(config: &AwsConfig, service: Service) -> Result<JsonClient> {
         let endpoint = config.endpoint(service)?;
         let http = config.http_options();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(http.connect_timeout))
             .timeout_global(Some(http.request_timeout))
             .max_idle_connections_per_host(64)
             .user_agent(concat!("kcheck/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            DefaultConnector::default(),
+            CachingResolver::default(),
+        );
         Ok(JsonClient {
             inner: Arc::new(Inner {
                 agent,
@@ -113,10 +119,12 @@ impl JsonClient {
     where
         Req: Serialize + ?Sized,
     {
-        let body = encode_request(operation, request)?;
-        retry.run(|_| {
-            self.send_once(operation, &body, |status, bytes| {
-                decode_response_with(operation, status, bytes, &mut decode)
+        with_request_buffer(|body| {
+            encode_request(operation, request, body)?;
+            retry.run(|_| {
+                self.send_once(operation, body, |status, bytes| {
+                    decode_response_with(operation, status, bytes, &mut decode)
+                })
             })
         })
     }
@@ -137,10 +145,12 @@ impl JsonClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = encode_request(operation, request)?;
-        retry.run(|_| {
-            self.send_once(operation, &body, |status, bytes| {
-                inspect(decode_response(operation, status, bytes), bytes)
+        with_request_buffer(|body| {
+            encode_request(operation, request, body)?;
+            retry.run(|_| {
+                self.send_once(operation, body, |status, bytes| {
+                    inspect(decode_response(operation, status, bytes), bytes)
+                })
             })
         })
     }
@@ -160,7 +170,7 @@ impl JsonClient {
                 "x-amz-target",
                 format!("{}.{}", inner.service.target_prefix(), operation),
             )
-            .body(body.to_vec())
+            .body(body)
             .map_err(|e| Error::Config(format!("{operation}: invalid request: {e}")))?;
         sign_request(
             &mut request,
@@ -212,8 +222,9 @@ impl JsonClient {
 fn encode_request<Req: Serialize + ?Sized>(
     operation: &'static str,
     request: &Req,
-) -> Result<Vec<u8>> {
-    serde_json::to_vec(request)
+    body: &mut Vec<u8>,
+) -> Result<()> {
+    serde_json::to_writer(body, request)
         .map_err(|e| Error::Config(format!("{operation}: request cannot be encoded: {e}")))
 }
 

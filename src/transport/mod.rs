@@ -9,6 +9,7 @@ pub(crate) mod deadline;
 mod env;
 mod profile;
 mod region;
+mod resolver;
 pub mod retry;
 pub mod signing;
 

@@ -12,8 +12,8 @@ use crate::transport::credentials::Credentials;
 /// Adds `X-Amz-Date`, `Authorization` and (for temporary credentials)
 /// `X-Amz-Security-Token` to `request`, signing its method, URI, headers and
 /// body for `service` in `region` at `time`.
-pub fn sign_request(
-    request: &mut http::Request<Vec<u8>>,
+pub fn sign_request<B: AsRef<[u8]>>(
+    request: &mut http::Request<B>,
     credentials: &Credentials,
     region: &str,
     service: &str,
@@ -45,7 +45,7 @@ pub fn sign_request(
         request.method().as_str(),
         &uri,
         headers,
-        SignableBody::Bytes(request.body()),
+        SignableBody::Bytes(request.body().as_ref()),
     )
     .map_err(|e| Error::Config(format!("request cannot be signed: {e}")))?;
     let (instructions, _signature) = sign(signable, &params)
