@@ -2,8 +2,12 @@
 //! output modes, its errors (bad flags, a missing table or stream, missing
 //! credentials, a live group without --force: one line on stderr, never a
 //! panic), and the round trip export → reset → import after which a
-//! consumer resumes exactly after the exported position.
+//! consumer resumes exactly after the exported position; with the `redis`
+//! feature, copies to and from Redis, and `rediss://` to a TLS server.
 
+#[cfg(feature = "redis")]
+#[path = "support/redis.rs"]
+mod redis_server;
 mod support;
 
 use std::io::Write;
@@ -682,4 +686,245 @@ fn copy_moves_checkpoints_through_the_kcl_and_async_kinesis_layouts() {
         None,
     );
     assert!(stderr.contains("name it with --stream"), "{stderr}");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn copy_moves_a_group_from_redis_to_dynamodb_and_back() {
+    use kcheck::checkpoint::Checkpointer;
+    let server = redis_server::RedisServer::start();
+    let (kinesis, stream) = create_stream(1);
+    let table = unique_name("leases");
+    put_payloads(&kinesis, &stream, 0..10);
+    let redis = kcheck::RedisCheckpointer::builder("mover")
+        .url(server.url())
+        .auto_checkpoint(false)
+        .build()
+        .unwrap();
+    let first = consumer_for(&stream).checkpointer(redis).build().unwrap();
+    let done = process(&first, 4);
+    first.close().unwrap();
+    manual_checkpointer("mover", &table).prepare().unwrap();
+    let to_dynamodb = format!("kcheck:{table}");
+    let copy = |from: &str, to: &str| {
+        ok(
+            &[
+                "checkpoints",
+                "copy",
+                "--name",
+                "mover",
+                "--stream",
+                stream.name(),
+                "--from",
+                from,
+                "--to",
+                to,
+                "--json",
+            ],
+            None,
+        )
+    };
+    let rows = json_lines(&copy(&server.url(), &to_dynamodb));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["after"],
+        done.last().unwrap().position().to_string()
+    );
+    // Both sides export the same lines.
+    let redis_side = ok(
+        &[
+            "checkpoints",
+            "export",
+            "--name",
+            "mover",
+            "--from",
+            &server.url(),
+        ],
+        None,
+    );
+    let dynamodb_side = ok(
+        &[
+            "checkpoints",
+            "export",
+            "--name",
+            "mover",
+            "--table",
+            &table,
+        ],
+        None,
+    );
+    assert_eq!(json_lines(&redis_side).len(), 1);
+    assert_eq!(redis_side, dynamodb_side);
+    let resumed = manual_consumer(&stream, "mover", &table);
+    let more = process(&resumed, 3);
+    assert_eq!(
+        payloads(&more),
+        (4..7).map(|i| format!("payload-{i}")).collect::<Vec<_>>()
+    );
+    resumed.close().unwrap();
+
+    // Back into Redis, in kcheck's layout and in async-kinesis's.
+    let rows = json_lines(&copy(&to_dynamodb, &format!("kcheck:{}", server.url())));
+    assert_eq!(
+        rows[0]["before"],
+        done.last().unwrap().position().to_string()
+    );
+    assert_eq!(
+        rows[0]["after"],
+        more.last().unwrap().position().to_string()
+    );
+    let async_kinesis = format!("async-kinesis:{}", server.url());
+    copy(&to_dynamodb, &async_kinesis);
+    let exported = json_lines(&copy(&async_kinesis, &server.url()));
+    assert_eq!(
+        exported[0]["after"],
+        more.last().unwrap().position().to_string()
+    );
+
+    // A password never shows, even in an error.
+    let secret = format!("redis://:s3cr3t-pw@127.0.0.1:{}/0", server.port());
+    let (_, stderr) = fails(
+        kcheck(&[
+            "checkpoints",
+            "copy",
+            "--name",
+            "mover",
+            "--from",
+            &secret,
+            "--to",
+            &to_dynamodb,
+        ]),
+        None,
+    );
+    assert!(!stderr.contains("s3cr3t-pw"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1"), "{stderr}");
+}
+
+/// A throwaway CA and a certificate it signed for 127.0.0.1, in `dir`:
+/// (CA, certificate, key).
+#[cfg(feature = "redis")]
+fn tls_files(dir: &std::path::Path) -> [String; 3] {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    std::fs::write(
+        file("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    let (ca, ca_key) = (file("ca.pem"), file("ca.key"));
+    let (cert, key, csr) = (file("server.pem"), file("server.key"), file("server.csr"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=kcheck test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &file("san.ext"),
+        "-out",
+        &cert,
+    ]);
+    [ca, cert, key]
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn rediss_reaches_a_tls_server_whose_ca_is_trusted_and_only_then() {
+    use kcheck::checkpoint::CheckpointTable;
+    let dir = std::env::temp_dir().join(unique_name("kcheck-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let [ca, cert, key] = tls_files(&dir);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+        .to_string();
+    // The plain port stays for the test's own writes; kcheck goes through TLS.
+    let server = redis_server::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let plain = kcheck::RedisCheckpointer::builder("secure")
+        .url(server.url())
+        .build()
+        .unwrap();
+    let saved = SavedCheckpoint {
+        group: "secure".into(),
+        stream: "orders".into(),
+        shard: "shardId-000000000000".into(),
+        sequence: Some("4959".into()),
+        sub_sequence: 2,
+        parents: Vec::new(),
+        start: None,
+    };
+    plain.write(std::slice::from_ref(&saved), false).unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let args = [
+        "checkpoints",
+        "export",
+        "--name",
+        "secure",
+        "--from",
+        url.as_str(),
+    ];
+    let mut trusted = kcheck(&args);
+    trusted.env("SSL_CERT_FILE", &ca);
+    let out = output(trusted, None);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines, vec![serde_json::to_value(&saved).unwrap()]);
+    // Without the CA the certificate is refused.
+    let (_, stderr) = fails(kcheck(&args), None);
+    assert!(
+        stderr.contains(&tls_port) && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

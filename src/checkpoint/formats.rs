@@ -13,6 +13,9 @@
 //!
 //! What a layout cannot hold is never written silently: a position it
 //! cannot express is left as it was, with a note saying so.
+//!
+//! async-kinesis's rules are written once, over [`AsyncKinesisStore`]: its
+//! DynamoDB table here, its Redis keys in `redis/async_kinesis.rs`.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -339,140 +342,246 @@ impl AsyncKinesisTable {
     }
 }
 
-impl CheckpointTable for AsyncKinesisTable {
-    fn read(&self) -> Result<ReadCheckpoints> {
-        let mut read = ReadCheckpoints::default();
+impl AsyncKinesisStore for AsyncKinesisTable {
+    fn place(&self) -> String {
+        format!("async-kinesis table {}", self.table)
+    }
+
+    fn entries(&self) -> Result<Vec<(String, AsyncKinesisEntry)>> {
         let items = self
             .client
             .scan_all(&ScanRequest::new(&self.table).consistent_read(true), None)?;
-        for stored in items {
-            let shard = stored
-                .get("shard_id")
-                .and_then(AttributeValue::as_s)
-                .ok_or_else(|| damaged(&self.table, &stored, "shard_id"))?;
-            let saved = SavedCheckpoint {
-                group: self.group.clone(),
-                stream: self.stream.clone(),
-                shard: shard.to_owned(),
-                sequence: stored
-                    .get("sequence")
+        items
+            .iter()
+            .map(|stored| {
+                let shard = stored
+                    .get("shard_id")
                     .and_then(AttributeValue::as_s)
-                    .map(str::to_owned),
-                sub_sequence: 0,
-                parents: Vec::new(),
-                start: None,
-            };
-            saved.checkpoint()?;
-            read.checkpoints.push(saved);
+                    .ok_or_else(|| damaged(&self.table, stored, "shard_id"))?;
+                Ok((shard.to_owned(), async_kinesis_item(stored)))
+            })
+            .collect()
+    }
+
+    fn entry(&self, shard: &str) -> Result<Option<AsyncKinesisEntry>> {
+        let key = item([("shard_id", AttributeValue::s(shard))]);
+        let request = GetItemRequest::new(&self.table, key).consistent_read(true);
+        Ok(self
+            .client
+            .get_item(&request)?
+            .item
+            .as_ref()
+            .map(async_kinesis_item))
+    }
+
+    fn put(
+        &self,
+        shard: &str,
+        sequence: Option<&str>,
+        read: Option<&AsyncKinesisEntry>,
+    ) -> Result<bool> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let key = item([("shard_id", AttributeValue::s(shard))]);
+        let request = match sequence {
+            Some(sequence) => {
+                UpdateItemRequest::new(&self.table, key, "SET #seq = :seq, #ts = :now REMOVE #ref")
+                    .value(":seq", AttributeValue::s(sequence))
+            }
+            None => UpdateItemRequest::new(&self.table, key, "SET #ts = :now REMOVE #ref, #seq"),
         }
-        read.notes.push(
-            "async-kinesis tables keep no parent shards: a consumer reads a child only once its parent's lease says SHARD_END".to_owned(),
-        );
-        read.checkpoints.sort_by(|a, b| a.shard.cmp(&b.shard));
-        Ok(read)
+        .name("#seq", "sequence")
+        .name("#ts", "ts")
+        .name("#ref", "ref")
+        .value(":now", AttributeValue::n(now));
+        // No counter in this layout: its last write's time stands in.
+        let observed = read.and_then(|entry| entry.observed.as_deref());
+        let request =
+            unchanged_since_read(request, "#ts", observed.map(AttributeValue::n).as_ref());
+        match self.client.update_item(&request) {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_condition_failed() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+impl CheckpointTable for AsyncKinesisTable {
+    fn read(&self) -> Result<ReadCheckpoints> {
+        read_async_kinesis(self, &self.group, &self.stream)
     }
 
     fn write(&self, saved: &[SavedCheckpoint], force: bool) -> Result<Vec<Change>> {
-        let current = |entry: &SavedCheckpoint| -> Result<Option<Item>> {
-            let key = item([("shard_id", AttributeValue::s(&entry.shard))]);
-            Ok(self
-                .client
-                .get_item(&GetItemRequest::new(&self.table, key).consistent_read(true))?
-                .item)
+        write_async_kinesis(
+            self,
+            &self.stream,
+            self.session_timeout,
+            &self.progress,
+            saved,
+            force,
+        )
+    }
+}
+
+/// An async-kinesis item as an entry.
+fn async_kinesis_item(stored: &Item) -> AsyncKinesisEntry {
+    let ts = stored.get("ts").and_then(AttributeValue::as_n);
+    AsyncKinesisEntry {
+        owner: stored
+            .get("ref")
+            .and_then(AttributeValue::as_s)
+            .map(str::to_owned),
+        ts: ts.and_then(|ts| ts.parse().ok()),
+        sequence: stored
+            .get("sequence")
+            .and_then(AttributeValue::as_s)
+            .map(str::to_owned),
+        observed: ts.map(str::to_owned),
+    }
+}
+
+/// One shard's entry in an async-kinesis layout, as read.
+#[derive(Debug, Clone)]
+pub(super) struct AsyncKinesisEntry {
+    /// `ref`: the consumer holding it, `NAME/ID`.
+    pub(super) owner: Option<String>,
+    /// Its owner's last write, epoch seconds.
+    pub(super) ts: Option<f64>,
+    pub(super) sequence: Option<String>,
+    /// What a write must find unchanged (no counter in these layouts).
+    pub(super) observed: Option<String>,
+}
+
+/// Where async-kinesis keeps one app's checkpoints (its DynamoDB table,
+/// its Redis keys): the layout's rules are written once, over this.
+pub(super) trait AsyncKinesisStore {
+    /// The store, for messages.
+    fn place(&self) -> String;
+    /// Every shard's entry.
+    fn entries(&self) -> Result<Vec<(String, AsyncKinesisEntry)>>;
+    /// One shard's entry, if any.
+    fn entry(&self, shard: &str) -> Result<Option<AsyncKinesisEntry>>;
+    /// Writes `sequence` (or none) as a free entry, only if the entry is
+    /// still as `read` (absent when `None`); `false` when it changed.
+    fn put(
+        &self,
+        shard: &str,
+        sequence: Option<&str>,
+        read: Option<&AsyncKinesisEntry>,
+    ) -> Result<bool>;
+}
+
+/// Every checkpoint of an async-kinesis store, as `group` on `stream`.
+pub(super) fn read_async_kinesis(
+    store: &impl AsyncKinesisStore,
+    group: &str,
+    stream: &str,
+) -> Result<ReadCheckpoints> {
+    let mut read = ReadCheckpoints::default();
+    for (shard, entry) in store.entries()? {
+        let saved = SavedCheckpoint {
+            group: group.to_owned(),
+            stream: stream.to_owned(),
+            shard,
+            sequence: entry.sequence,
+            sub_sequence: 0,
+            parents: Vec::new(),
+            start: None,
         };
-        let live = |stored: &Option<Item>| -> Option<String> {
-            let stored = stored.as_ref()?;
-            let owner = stored.get("ref").and_then(AttributeValue::as_s)?;
-            let ts = stored
-                .get("ts")
-                .and_then(AttributeValue::as_n)?
-                .parse::<f64>()
-                .ok()?;
-            let age = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-                - ts;
-            (age <= self.session_timeout.as_secs_f64() + 1.0).then(|| owner.to_owned())
+        saved.checkpoint()?;
+        read.checkpoints.push(saved);
+    }
+    read.notes.push(
+        "async-kinesis keeps no parent shards: a consumer reads a child only once its parent's lease says SHARD_END".to_owned(),
+    );
+    read.checkpoints.sort_by(|a, b| a.shard.cmp(&b.shard));
+    Ok(read)
+}
+
+/// Writes `saved` into an async-kinesis store of `stream`: what the layout
+/// cannot hold is left as it was, with a note; a live owner (one that wrote
+/// within `session_timeout`) is refused unless `force`.
+pub(super) fn write_async_kinesis(
+    store: &impl AsyncKinesisStore,
+    stream: &str,
+    session_timeout: Duration,
+    progress: &Option<Progress>,
+    saved: &[SavedCheckpoint],
+    force: bool,
+) -> Result<Vec<Change>> {
+    let live = |entry: Option<&AsyncKinesisEntry>| -> Option<String> {
+        let entry = entry?;
+        let age = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+            - entry.ts?;
+        // `ts` has whole seconds: a second of slack.
+        (age <= session_timeout.as_secs_f64() + 1.0).then(|| entry.owner.clone())?
+    };
+    let streams: HashSet<&str> = saved.iter().map(|s| s.stream.as_str()).collect();
+    if streams.iter().any(|other| *other != stream) {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds stream {stream} only, not {}",
+            store.place(),
+            streams.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    refuse_live(saved, force, "async-kinesis", |entry| {
+        Ok(live(store.entry(&entry.shard)?.as_ref()))
+    })?;
+    let mut changes = Vec::new();
+    for entry in saved {
+        let checkpoint = entry.checkpoint()?;
+        let stored = store.entry(&entry.shard)?;
+        let before = stored
+            .as_ref()
+            .and_then(|s| s.sequence.as_deref())
+            .and_then(|sequence| {
+                super::is_sequence_number(sequence)
+                    .then(|| Checkpoint::At(super::Position::new(sequence, 0)))
+            });
+        let unwritable = match &checkpoint {
+            Some(Checkpoint::ShardEnd) => Some("async-kinesis has no SHARD_END marker".to_owned()),
+            Some(Checkpoint::At(position)) if position.sub_sequence_number > 0 => Some(format!(
+                "async-kinesis keeps no sub-sequence: resuming after {} would skip the rest of its aggregate",
+                position.sequence_number
+            )),
+            None if entry.start.is_some() => {
+                Some("async-kinesis cannot start at a pinned position".to_owned())
+            }
+            _ => None,
         };
-        let streams: HashSet<&str> = saved.iter().map(|s| s.stream.as_str()).collect();
-        if streams.iter().any(|stream| *stream != self.stream) {
-            return Err(Error::InvalidArgument(format!(
-                "async-kinesis table {} holds stream {} only, not {}",
-                self.table,
-                self.stream,
-                streams.into_iter().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        refuse_live(saved, force, "async-kinesis", |entry| {
-            Ok(live(&current(entry)?))
-        })?;
-        let mut changes = Vec::new();
-        for entry in saved {
-            let checkpoint = entry.checkpoint()?;
-            let stored = current(entry)?;
-            let before = stored
-                .as_ref()
-                .and_then(|s| s.get("sequence").and_then(AttributeValue::as_s))
-                .and_then(|sequence| {
-                    super::is_sequence_number(sequence)
-                        .then(|| Checkpoint::At(super::Position::new(sequence, 0)))
-                });
-            let unwritable = match &checkpoint {
-                Some(Checkpoint::ShardEnd) => Some("async-kinesis has no SHARD_END marker".to_owned()),
-                Some(Checkpoint::At(position)) if position.sub_sequence_number > 0 => Some(format!(
-                    "async-kinesis keeps no sub-sequence: resuming after {} would skip the rest of its aggregate",
-                    position.sequence_number
-                )),
-                None if entry.start.is_some() => {
-                    Some("async-kinesis cannot start at a pinned position".to_owned())
-                }
-                _ => None,
-            };
-            if let Some(why) = unwritable {
-                changes.push(Change {
-                    stream: entry.stream.clone(),
-                    shard: entry.shard.clone(),
-                    before: before.clone(),
-                    after: before,
-                    fenced: None,
-                    note: Some(format!("{why}; left as it was")),
-                });
-                Progress::tell(&self.progress, changes.len(), saved.len());
-                continue;
-            }
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let key = item([("shard_id", AttributeValue::s(&entry.shard))]);
-            let request = match &checkpoint {
-                Some(Checkpoint::At(position)) => UpdateItemRequest::new(
-                    &self.table,
-                    key,
-                    "SET #seq = :seq, #ts = :now REMOVE #ref",
-                )
-                .value(":seq", AttributeValue::s(&position.sequence_number)),
-                _ => UpdateItemRequest::new(&self.table, key, "SET #ts = :now REMOVE #ref, #seq"),
-            }
-            .name("#seq", "sequence")
-            .name("#ts", "ts")
-            .name("#ref", "ref")
-            .value(":now", AttributeValue::n(now));
-            // No counter in this layout: its last write's time stands in.
-            let request =
-                unchanged_since_read(request, "#ts", stored.as_ref().and_then(|s| s.get("ts")));
-            written(self.client.update_item(&request), &entry.shard)?;
+        if let Some(why) = unwritable {
             changes.push(Change {
                 stream: entry.stream.clone(),
                 shard: entry.shard.clone(),
-                before,
-                after: checkpoint,
-                fenced: live(&stored),
-                note: None,
+                before: before.clone(),
+                after: before,
+                fenced: None,
+                note: Some(format!("{why}; left as it was")),
             });
-            Progress::tell(&self.progress, changes.len(), saved.len());
+            Progress::tell(progress, changes.len(), saved.len());
+            continue;
         }
-        Ok(changes)
+        let sequence = match &checkpoint {
+            Some(Checkpoint::At(position)) => Some(position.sequence_number.as_str()),
+            _ => None,
+        };
+        if !store.put(&entry.shard, sequence, stored.as_ref())? {
+            return Err(changed_meanwhile(&entry.shard));
+        }
+        changes.push(Change {
+            stream: entry.stream.clone(),
+            shard: entry.shard.clone(),
+            before,
+            after: checkpoint,
+            fenced: live(stored.as_ref()),
+            note: None,
+        });
+        Progress::tell(progress, changes.len(), saved.len());
     }
+    Ok(changes)
 }
 
 /// `request`, holding only while `attribute` still has the value read
@@ -524,11 +633,15 @@ fn written<T>(
 ) -> Result<()> {
     match outcome {
         Ok(_) => Ok(()),
-        Err(error) if error.is_condition_failed() => Err(Error::InvalidArgument(format!(
-            "the lease of {shard} changed while it was being written: a consumer is running; stop it, or force"
-        ))),
+        Err(error) if error.is_condition_failed() => Err(changed_meanwhile(shard)),
         Err(error) => Err(error.into()),
     }
+}
+
+fn changed_meanwhile(shard: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "the lease of {shard} changed while it was being written: a consumer is running; stop it, or force"
+    ))
 }
 
 fn damaged(table: &str, stored: &Item, missing: &str) -> Error {

@@ -385,34 +385,7 @@ impl ConsumerGroup {
     /// Every lease of the group, on every stream, ordered by stream and
     /// shard. A missing table is an error naming it.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        let request = ScanRequest::new(&self.table)
-            .filter("#app = :app")
-            .name("#app", "app")
-            .value(":app", AttributeValue::s(&self.group))
-            .consistent_read(true);
-        let now = SystemTime::now();
-        let mut leases = Vec::new();
-        for item in self.client.scan_all(&request, None)? {
-            let lease = parse_lease(&item)?;
-            let stream = item
-                .get("stream")
-                .and_then(AttributeValue::as_s)
-                .unwrap_or_default()
-                .to_owned();
-            let renewed_at = item
-                .get("ts")
-                .and_then(AttributeValue::as_u64)
-                .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds));
-            let state = self.judge(&lease, renewed_at, now);
-            leases.push(LeaseInfo {
-                stream,
-                lease,
-                state,
-                renewed_at,
-            });
-        }
-        leases.sort_by(|a, b| (&a.stream, &a.lease.shard_id).cmp(&(&b.stream, &b.lease.shard_id)));
-        Ok(leases)
+        leases_of(self)
     }
 
     /// Whether records follow `info`'s checkpoint in its shard, by reading
@@ -471,11 +444,7 @@ impl ConsumerGroup {
 
     /// Every checkpoint of the group, ordered by stream and shard.
     pub fn export(&self) -> Result<Vec<SavedCheckpoint>> {
-        Ok(self
-            .leases()?
-            .iter()
-            .map(|info| SavedCheckpoint::of(&self.group, &info.stream, &info.lease))
-            .collect())
+        export_of(self)
     }
 
     /// Writes `saved` into this group (whatever group the entries name, so
@@ -483,24 +452,7 @@ impl ConsumerGroup {
     /// anything, when a lease it would move is alive, unless `force`; a
     /// forced write fences the owner. Returns what changed.
     pub fn import(&self, saved: &[SavedCheckpoint], force: bool) -> Result<Vec<Change>> {
-        let mut targets = Vec::with_capacity(saved.len());
-        let mut seen = HashSet::new();
-        for entry in saved {
-            if !seen.insert((entry.stream.as_str(), entry.shard.as_str())) {
-                return Err(entry.invalid("the shard appears twice"));
-            }
-            if entry.stream.is_empty() || entry.shard.is_empty() {
-                return Err(entry.invalid("stream and shard must not be empty"));
-            }
-            targets.push(Target {
-                stream: entry.stream.clone(),
-                shard: entry.shard.clone(),
-                checkpoint: entry.checkpoint()?,
-                start: entry.start_position()?,
-                parents: Some(entry.parents.clone()),
-            });
-        }
-        self.write_all(targets, force)
+        self.write_all(targets_of(saved)?, force)
     }
 
     /// Moves the checkpoint of `shard` of `stream` (every shard of the
@@ -549,46 +501,13 @@ impl ConsumerGroup {
         self.write_all(targets, force)
     }
 
-    /// Checks every target for live owners, then writes them one by one.
+    /// Writes `targets`, each checked against the streams' shards when
+    /// the group has a Kinesis client.
     fn write_all(&self, targets: Vec<Target>, force: bool) -> Result<Vec<Change>> {
-        if !force {
-            let live: Vec<String> = targets
-                .iter()
-                .map(|target| Ok((target, self.current(target)?)))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|(_, current)| {
-                    current.as_ref().is_some_and(|(lease, ts)| {
-                        self.judge(lease, *ts, SystemTime::now()) == LeaseState::Alive
-                    })
-                })
-                .map(|(target, current)| {
-                    let owner = current
-                        .and_then(|(lease, _)| lease.owner)
-                        .unwrap_or_default();
-                    format!("{} {} (owner {owner})", target.stream, target.shard)
-                })
-                .collect();
-            if !live.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "group {} is running: {} leases are alive ({}); stop its consumers, or force to fence them",
-                    self.group,
-                    live.len(),
-                    live.join(", ")
-                )));
-            }
-        }
         let mut streams = BTreeMap::new();
-        targets
-            .iter()
-            .enumerate()
-            .map(|(index, target)| {
-                let mut change = self.write(target, force)?;
-                Progress::tell(&self.progress, index + 1, targets.len());
-                change.note = self.check_in_stream(target, &mut streams);
-                Ok(change)
-            })
-            .collect()
+        write_all(self, &targets, force, &self.progress, |target| {
+            self.check_in_stream(target, &mut streams)
+        })
     }
 
     /// What the caller should know about a written position that the
@@ -645,45 +564,6 @@ impl ConsumerGroup {
                 target.shard
             )),
         }
-    }
-
-    /// One target's write, conditional on the lease it read; read again
-    /// and retried when an owner wrote in between.
-    fn write(&self, target: &Target, force: bool) -> Result<Change> {
-        for _ in 0..RACE_ATTEMPTS {
-            let current = self.current(target)?;
-            let now = SystemTime::now();
-            let live_owner = current.as_ref().and_then(|(lease, ts)| {
-                (self.judge(lease, *ts, now) == LeaseState::Alive)
-                    .then(|| lease.owner.clone())
-                    .flatten()
-            });
-            if live_owner.is_some() && !force {
-                return Err(Error::InvalidArgument(format!(
-                    "the lease of {} {} of group {} became alive; stop its consumers, or force to fence them",
-                    target.stream, target.shard, self.group
-                )));
-            }
-            let observed = current.as_ref().map(|(lease, _)| lease.counter);
-            match self.client.update_item(&self.request(target, observed)) {
-                Ok(_) => {
-                    return Ok(Change {
-                        stream: target.stream.clone(),
-                        shard: target.shard.clone(),
-                        before: current.and_then(|(lease, _)| lease.checkpoint),
-                        after: target.checkpoint.clone(),
-                        fenced: live_owner,
-                        note: None,
-                    })
-                }
-                Err(error) if error.is_condition_failed() => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(Error::Timeout(format!(
-            "the lease of {} {} kept changing; {RACE_ATTEMPTS} writes lost the race",
-            target.stream, target.shard
-        )))
     }
 
     /// The update that writes `target` over the lease with counter
@@ -779,14 +659,43 @@ impl ConsumerGroup {
         }
         request
     }
+}
 
-    /// The target's lease and its last write, if the item exists.
-    fn current(&self, target: &Target) -> Result<Option<(Lease, Option<SystemTime>)>> {
+impl LeaseStore for ConsumerGroup {
+    fn group(&self) -> &str {
+        &self.group
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    fn stored(&self) -> Result<Vec<StoredLease>> {
+        let request = ScanRequest::new(&self.table)
+            .filter("#app = :app")
+            .name("#app", "app")
+            .value(":app", AttributeValue::s(&self.group))
+            .consistent_read(true);
+        self.client
+            .scan_all(&request, None)?
+            .iter()
+            .map(|item| {
+                let stream = item
+                    .get("stream")
+                    .and_then(AttributeValue::as_s)
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok((stream, parse_lease(item)?, renewed_at(item)))
+            })
+            .collect()
+    }
+
+    fn current(&self, stream: &str, shard: &str) -> Result<Option<(Lease, Option<SystemTime>)>> {
         let key = LeaseScope {
             group: self.group.clone(),
-            stream: target.stream.clone(),
+            stream: stream.to_owned(),
         }
-        .key(&target.shard);
+        .key(shard);
         let request = GetItemRequest::new(
             &self.table,
             crate::dynamodb::item([("shard_id", AttributeValue::s(key))]),
@@ -795,41 +704,211 @@ impl ConsumerGroup {
         let Some(item) = self.client.get_item(&request)?.item else {
             return Ok(None);
         };
-        let ts = item
-            .get("ts")
-            .and_then(AttributeValue::as_u64)
-            .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds));
-        Ok(Some((parse_lease(&item)?, ts)))
+        Ok(Some((parse_lease(&item)?, renewed_at(&item))))
     }
 
-    fn judge(&self, lease: &Lease, renewed_at: Option<SystemTime>, now: SystemTime) -> LeaseState {
-        match &lease.owner {
-            None if lease.is_finished() => LeaseState::Finished,
-            None => LeaseState::Free,
-            Some(_) => {
-                // `ts` has whole seconds: a second of slack keeps a lease
-                // renewed just now from looking older than it is.
-                let age = renewed_at
-                    .and_then(|at| now.duration_since(at).ok())
-                    .unwrap_or(Duration::ZERO);
-                if renewed_at.is_some() && age > self.session_timeout + Duration::from_secs(1) {
-                    LeaseState::Expired
-                } else {
-                    LeaseState::Alive
-                }
+    fn put(&self, target: &Target, observed: Option<u64>) -> Result<bool> {
+        match self.client.update_item(&self.request(target, observed)) {
+            Ok(_) => Ok(true),
+            Err(error) if error.is_condition_failed() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// An item's last write (its `ts`, whole seconds).
+fn renewed_at(item: &crate::dynamodb::Item) -> Option<SystemTime> {
+    item.get("ts")
+        .and_then(AttributeValue::as_u64)
+        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+/// A lease as a store holds it: its stream, the lease, its last write.
+pub(super) type StoredLease = (String, Lease, Option<SystemTime>);
+
+/// Where a group's leases are kept (a DynamoDB table, a Redis server), as
+/// the tools outside its consumers need it. Listing, export, import and
+/// the refusal of live leases are written once, over this.
+pub(super) trait LeaseStore {
+    fn group(&self) -> &str;
+    /// How long an owner's lease lives without renewal.
+    fn session_timeout(&self) -> Duration;
+    /// Every lease of the group, on every stream.
+    fn stored(&self) -> Result<Vec<StoredLease>>;
+    /// One lease and its last write, if it exists.
+    fn current(&self, stream: &str, shard: &str) -> Result<Option<(Lease, Option<SystemTime>)>>;
+    /// Writes `target` over the lease whose counter is still `observed`
+    /// (`None`: over no lease), freeing it and bumping its counter, in one
+    /// conditional write; `false` when the lease changed meanwhile.
+    fn put(&self, target: &Target, observed: Option<u64>) -> Result<bool>;
+}
+
+/// Every lease of `store`'s group with its state, ordered by stream and
+/// shard.
+pub(super) fn leases_of(store: &impl LeaseStore) -> Result<Vec<LeaseInfo>> {
+    let now = SystemTime::now();
+    let mut leases: Vec<LeaseInfo> = store
+        .stored()?
+        .into_iter()
+        .map(|(stream, lease, renewed_at)| LeaseInfo {
+            state: judge(store.session_timeout(), &lease, renewed_at, now),
+            stream,
+            lease,
+            renewed_at,
+        })
+        .collect();
+    leases.sort_by(|a, b| (&a.stream, &a.lease.shard_id).cmp(&(&b.stream, &b.lease.shard_id)));
+    Ok(leases)
+}
+
+/// Every checkpoint of `store`'s group, ordered by stream and shard.
+pub(super) fn export_of(store: &impl LeaseStore) -> Result<Vec<SavedCheckpoint>> {
+    Ok(leases_of(store)?
+        .iter()
+        .map(|info| SavedCheckpoint::of(store.group(), &info.stream, &info.lease))
+        .collect())
+}
+
+/// What an import writes: one target per entry, each checked.
+pub(super) fn targets_of(saved: &[SavedCheckpoint]) -> Result<Vec<Target>> {
+    let mut targets = Vec::with_capacity(saved.len());
+    let mut seen = HashSet::new();
+    for entry in saved {
+        if !seen.insert((entry.stream.as_str(), entry.shard.as_str())) {
+            return Err(entry.invalid("the shard appears twice"));
+        }
+        if entry.stream.is_empty() || entry.shard.is_empty() {
+            return Err(entry.invalid("stream and shard must not be empty"));
+        }
+        targets.push(Target {
+            stream: entry.stream.clone(),
+            shard: entry.shard.clone(),
+            checkpoint: entry.checkpoint()?,
+            start: entry.start_position()?,
+            parents: Some(entry.parents.clone()),
+        });
+    }
+    Ok(targets)
+}
+
+/// Checks every target for live owners, then writes them one by one;
+/// `note_of` says what the caller should know about each.
+pub(super) fn write_all(
+    store: &impl LeaseStore,
+    targets: &[Target],
+    force: bool,
+    progress: &Option<Progress>,
+    mut note_of: impl FnMut(&Target) -> Option<String>,
+) -> Result<Vec<Change>> {
+    if !force {
+        let mut live = Vec::new();
+        for target in targets {
+            if let Some(owner) = live_owner(store, target)?.1 {
+                live.push(format!(
+                    "{} {} (owner {owner})",
+                    target.stream, target.shard
+                ));
+            }
+        }
+        if !live.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "group {} is running: {} leases are alive ({}); stop its consumers, or force to fence them",
+                store.group(),
+                live.len(),
+                live.join(", ")
+            )));
+        }
+    }
+    targets
+        .iter()
+        .enumerate()
+        .map(|(index, target)| {
+            let mut change = write_one(store, target, force)?;
+            Progress::tell(progress, index + 1, targets.len());
+            change.note = note_of(target);
+            Ok(change)
+        })
+        .collect()
+}
+
+/// The target's lease as stored now, and its owner if alive.
+fn live_owner(store: &impl LeaseStore, target: &Target) -> Result<(Option<Lease>, Option<String>)> {
+    let Some((lease, renewed_at)) = store.current(&target.stream, &target.shard)? else {
+        return Ok((None, None));
+    };
+    let alive = judge(
+        store.session_timeout(),
+        &lease,
+        renewed_at,
+        SystemTime::now(),
+    ) == LeaseState::Alive;
+    let owner = if alive { lease.owner.clone() } else { None };
+    Ok((Some(lease), owner))
+}
+
+/// One target's write, conditional on the lease it read; read again and
+/// retried when an owner wrote in between.
+fn write_one(store: &impl LeaseStore, target: &Target, force: bool) -> Result<Change> {
+    for _ in 0..RACE_ATTEMPTS {
+        let (current, live_owner) = live_owner(store, target)?;
+        if live_owner.is_some() && !force {
+            return Err(Error::InvalidArgument(format!(
+                "the lease of {} {} of group {} became alive; stop its consumers, or force to fence them",
+                target.stream,
+                target.shard,
+                store.group()
+            )));
+        }
+        if store.put(target, current.as_ref().map(|lease| lease.counter))? {
+            return Ok(Change {
+                stream: target.stream.clone(),
+                shard: target.shard.clone(),
+                before: current.and_then(|lease| lease.checkpoint),
+                after: target.checkpoint.clone(),
+                fenced: live_owner,
+                note: None,
+            });
+        }
+    }
+    Err(Error::Timeout(format!(
+        "the lease of {} {} kept changing; {RACE_ATTEMPTS} writes lost the race",
+        target.stream, target.shard
+    )))
+}
+
+/// A lease's state, as the consumers judge it.
+fn judge(
+    session_timeout: Duration,
+    lease: &Lease,
+    renewed_at: Option<SystemTime>,
+    now: SystemTime,
+) -> LeaseState {
+    match &lease.owner {
+        None if lease.is_finished() => LeaseState::Finished,
+        None => LeaseState::Free,
+        Some(_) => {
+            // `ts` has whole seconds: a second of slack keeps a lease
+            // renewed just now from looking older than it is.
+            let age = renewed_at
+                .and_then(|at| now.duration_since(at).ok())
+                .unwrap_or(Duration::ZERO);
+            if renewed_at.is_some() && age > session_timeout + Duration::from_secs(1) {
+                LeaseState::Expired
+            } else {
+                LeaseState::Alive
             }
         }
     }
 }
 
 /// One shard's checkpoint to write.
-struct Target {
-    stream: String,
-    shard: String,
-    checkpoint: Option<Checkpoint>,
-    start: Option<IteratorPosition>,
+pub(super) struct Target {
+    pub(super) stream: String,
+    pub(super) shard: String,
+    pub(super) checkpoint: Option<Checkpoint>,
+    pub(super) start: Option<IteratorPosition>,
     /// `None`: keep the stored parents.
-    parents: Option<Vec<String>>,
+    pub(super) parents: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use group::{Backlog, Change, ConsumerGroup, LeaseInfo, LeaseState, ResetTo, 
 pub use memory::MemoryCheckpointer;
 pub use position::{compare_sequence_numbers, is_sequence_number, Checkpoint, Position};
 #[cfg(feature = "redis")]
-pub use redis::{RedisCheckpointer, RedisCheckpointerBuilder};
+pub use redis::{AsyncKinesisRedisTable, RedisCheckpointer, RedisCheckpointerBuilder};
 pub use snapshot::{SnapshotInfo, Snapshots};
 
 use crate::error::Result;

@@ -15,6 +15,10 @@
 //! counter one past the expected one and its own id on the lease knows the
 //! earlier run landed, and answers with success.
 
+mod async_kinesis;
+
+pub use async_kinesis::AsyncKinesisRedisTable;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +27,8 @@ use ::redis::{Client, Connection, ConnectionInfo, IntoConnectionInfo, Script, Va
 use parking_lot::Mutex;
 
 use super::dynamodb::{parse_lease, SHARD_END};
+use super::formats::{CheckpointTable, ReadCheckpoints};
+use super::group::{self, Change, LeaseStore, SavedCheckpoint, StoredLease, Target};
 use super::{Checkpoint, Checkpointer, Lease, LeaseScope, LeaseSettings};
 use crate::dynamodb::{AttributeValue, Item};
 use crate::error::{Error, ErrorCode, Result};
@@ -37,6 +43,7 @@ struct Scripts {
     handoff: Script,
     expiry: Script,
     prune: Script,
+    swap: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -47,6 +54,7 @@ fn scripts() -> &'static Scripts {
         handoff: Script::new(include_str!("redis/handoff.lua")),
         expiry: Script::new(include_str!("redis/expiry.lua")),
         prune: Script::new(include_str!("redis/prune.lua")),
+        swap: Script::new(include_str!("redis/swap.lua")),
     })
 }
 
@@ -485,6 +493,96 @@ impl RedisCheckpointer {
         }
     }
 
+    /// Every lease of `scope` with its last write; drops from the scope's
+    /// set the shards whose lease expired.
+    fn scope_leases(&self, scope: &LeaseScope) -> Result<Vec<(Lease, Option<SystemTime>)>> {
+        let set = self.shards_key(scope);
+        let mut shards: Vec<String> = self.run("SMEMBERS", |connection| {
+            ::redis::cmd("SMEMBERS").arg(&set).query(connection)
+        })?;
+        shards.sort_unstable();
+        let keys: Vec<String> = shards.iter().map(|s| self.lease_key(scope, s)).collect();
+        let hashes: Vec<HashMap<String, String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.run("HGETALL", |connection| {
+                let mut pipeline = ::redis::pipe();
+                for key in &keys {
+                    pipeline.cmd("HGETALL").arg(key);
+                }
+                pipeline.query(connection)
+            })?
+        };
+        let mut leases = Vec::with_capacity(hashes.len());
+        let mut expired = Vec::new();
+        for ((shard, key), hash) in shards.iter().zip(&keys).zip(hashes) {
+            if hash.is_empty() {
+                expired.push((shard, key));
+            } else {
+                let renewed_at = renewed_at(&hash);
+                leases.push((lease_from_hash(key, hash)?, renewed_at));
+            }
+        }
+        if !expired.is_empty() {
+            self.run("prune", |connection| {
+                let mut invocation = scripts().prune.key(&set);
+                for (shard, key) in &expired {
+                    invocation.key(*key).arg(*shard);
+                }
+                invocation.invoke::<i64>(connection)
+            })?;
+        }
+        Ok(leases)
+    }
+
+    fn scope(&self, stream: &str) -> LeaseScope {
+        LeaseScope {
+            group: self.name.clone(),
+            stream: stream.to_owned(),
+        }
+    }
+
+    /// The streams the group has leases on: the names of its scopes' sets.
+    fn streams(&self) -> Result<Vec<String>> {
+        let prefix = format!("kcheck:{{{}}}:", self.name);
+        Ok(self
+            .keys_under(&prefix, Some("set"))?
+            .iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// Every key starting with `prefix` (of `kind` only, if given: SCAN
+    /// with TYPE, Redis 6 or later), sorted.
+    fn keys_under(&self, prefix: &str, kind: Option<&str>) -> Result<Vec<String>> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.run("SCAN", |connection| {
+                let mut scan = ::redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                if let Some(kind) = kind {
+                    scan.arg("TYPE").arg(kind);
+                }
+                scan.query(connection)
+            })?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice.
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
     fn read_hash(&self, key: &str) -> Result<HashMap<String, String>> {
         self.run("HGETALL", |connection| {
             ::redis::cmd("HGETALL").arg(key).query(connection)
@@ -510,42 +608,11 @@ impl Checkpointer for RedisCheckpointer {
     }
 
     fn leases(&self, scope: &LeaseScope) -> Result<Vec<Lease>> {
-        let set = self.shards_key(scope);
-        let mut shards: Vec<String> = self.run("SMEMBERS", |connection| {
-            ::redis::cmd("SMEMBERS").arg(&set).query(connection)
-        })?;
-        shards.sort_unstable();
-        let keys: Vec<String> = shards.iter().map(|s| self.lease_key(scope, s)).collect();
-        let hashes: Vec<HashMap<String, String>> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            self.run("HGETALL", |connection| {
-                let mut pipeline = ::redis::pipe();
-                for key in &keys {
-                    pipeline.cmd("HGETALL").arg(key);
-                }
-                pipeline.query(connection)
-            })?
-        };
-        let mut leases = Vec::with_capacity(hashes.len());
-        let mut expired = Vec::new();
-        for ((shard, key), hash) in shards.iter().zip(&keys).zip(hashes) {
-            if hash.is_empty() {
-                expired.push((shard, key));
-            } else {
-                leases.push(lease_from_hash(key, hash)?);
-            }
-        }
-        if !expired.is_empty() {
-            self.run("prune", |connection| {
-                let mut invocation = scripts().prune.key(&set);
-                for (shard, key) in &expired {
-                    invocation.key(*key).arg(*shard);
-                }
-                invocation.invoke::<i64>(connection)
-            })?;
-        }
-        Ok(leases)
+        Ok(self
+            .scope_leases(scope)?
+            .into_iter()
+            .map(|(lease, _)| lease)
+            .collect())
     }
 
     fn lease(&self, scope: &LeaseScope, shard_id: &str) -> Result<Option<Lease>> {
@@ -695,6 +762,122 @@ impl Checkpointer for RedisCheckpointer {
         })
         .map(drop)
     }
+}
+
+/// The group seen from outside its consumers, as [`super::ConsumerGroup`]
+/// sees a DynamoDB table: the same export, import and refusal of live
+/// leases, through the same scripts the consumers run.
+impl LeaseStore for RedisCheckpointer {
+    fn group(&self) -> &str {
+        &self.name
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.settings.session_timeout
+    }
+
+    fn stored(&self) -> Result<Vec<StoredLease>> {
+        let mut stored = Vec::new();
+        for stream in self.streams()? {
+            let scope = LeaseScope {
+                group: self.name.clone(),
+                stream,
+            };
+            for (lease, renewed_at) in self.scope_leases(&scope)? {
+                stored.push((scope.stream.clone(), lease, renewed_at));
+            }
+        }
+        Ok(stored)
+    }
+
+    fn current(&self, stream: &str, shard: &str) -> Result<Option<(Lease, Option<SystemTime>)>> {
+        let key = self.lease_key(&self.scope(stream), shard);
+        let hash = self.read_hash(&key)?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let renewed_at = renewed_at(&hash);
+        Ok(Some((lease_from_hash(&key, hash)?, renewed_at)))
+    }
+
+    fn put(&self, target: &Target, observed: Option<u64>) -> Result<bool> {
+        let scope = self.scope(&target.stream);
+        if observed.is_none() {
+            // A new lease starts free at counter 0, listed in its scope's
+            // set; the write below then holds only if nobody took it since.
+            let parents = target.parents.as_deref().unwrap_or_default();
+            self.create_lease(&scope, &target.shard, parents)?;
+        }
+        let mut set = target
+            .checkpoint
+            .as_ref()
+            .map(checkpoint_fields)
+            .unwrap_or_default();
+        let mut delete = vec!["ref", "handoff_to"];
+        if target.checkpoint.is_none() {
+            delete.extend(["sequence", "sub_sequence"]);
+        }
+        match &target.start {
+            Some(IteratorPosition::AtSequenceNumber(sequence)) => {
+                set.push(("start_sequence", sequence.clone()));
+                delete.push("start_timestamp");
+            }
+            Some(IteratorPosition::AtTimestamp(time)) => {
+                set.push(("start_timestamp", group::epoch_millis(*time).to_string()));
+                delete.push("start_sequence");
+            }
+            _ => delete.extend(["start_sequence", "start_timestamp"]),
+        }
+        if let Some(parents) = &target.parents {
+            let parents =
+                serde_json::to_string(parents).map_err(|e| Error::Internal(e.to_string()))?;
+            set.push(("parents", parents));
+        }
+        let written = self.write(
+            "import checkpoint",
+            &scope,
+            &target.shard,
+            "free",
+            "",
+            observed.unwrap_or(0),
+            &set,
+            &delete,
+        )?;
+        Ok(matches!(written, Written::Applied(_)))
+    }
+}
+
+/// The group's checkpoints in kcheck's Redis layout: every stream's.
+impl CheckpointTable for RedisCheckpointer {
+    fn read(&self) -> Result<ReadCheckpoints> {
+        Ok(ReadCheckpoints {
+            checkpoints: group::export_of(self)?,
+            notes: Vec::new(),
+        })
+    }
+
+    fn write(&self, saved: &[SavedCheckpoint], force: bool) -> Result<Vec<Change>> {
+        group::write_all(self, &group::targets_of(saved)?, force, &None, |_| None)
+    }
+}
+
+/// A lease hash's last write (its `ts`, whole seconds).
+fn renewed_at(hash: &HashMap<String, String>) -> Option<SystemTime> {
+    hash.get("ts")
+        .and_then(|ts| ts.parse::<u64>().ok())
+        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+/// `text` matching only itself in a SCAN pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn checkpoint_fields(checkpoint: &Checkpoint) -> Vec<(&'static str, String)> {

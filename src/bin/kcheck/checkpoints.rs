@@ -20,6 +20,13 @@ pub enum CheckpointsCommand {
     Export {
         #[command(flatten)]
         group: GroupArgs,
+        /// Read another layout or store instead, as `copy --from` names it
+        /// (e.g. redis://HOST[:PORT][/DB]), to compare both sides of a copy.
+        #[arg(long, value_name = "FORMAT:TABLE", value_parser = parse_location, conflicts_with = "table")]
+        from: Option<Location>,
+        /// The stream of a single-stream KCL or an async-kinesis layout.
+        #[arg(long, requires = "from")]
+        stream: Option<String>,
     },
     /// Write checkpoints exported as JSON lines (stdin) into the group.
     Import {
@@ -77,9 +84,12 @@ pub enum CheckpointsCommand {
         force: bool,
     },
     /// Copy every checkpoint between tables of kcheck, the Java KCL and
-    /// async-kinesis (what a layout cannot hold is left and said).
+    /// async-kinesis, in DynamoDB or Redis (what a layout cannot hold is
+    /// left and said).
     Copy {
-        /// Where from: kcheck:TABLE, kcl:TABLE or async-kinesis:TABLE.
+        /// Where from: kcheck:TABLE, kcl:TABLE or async-kinesis:TABLE in
+        /// DynamoDB; redis://HOST[:PORT][/DB] (or rediss://) for kcheck's
+        /// Redis layout, async-kinesis:redis://… for async-kinesis's.
         #[arg(long, value_name = "FORMAT:TABLE", value_parser = parse_location)]
         from: Location,
         /// Where to, as --from.
@@ -92,7 +102,8 @@ pub enum CheckpointsCommand {
         /// KCL multi-stream keys: account:stream:creationEpoch).
         #[arg(long)]
         stream: Option<String>,
-        /// An async-kinesis owner that wrote within this many seconds is alive.
+        /// An async-kinesis owner, or a Redis lease's, that wrote within this
+        /// many seconds is alive.
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         session_timeout: u64,
         /// Also move leases of running consumers (they are fenced).
@@ -105,6 +116,7 @@ pub enum CheckpointsCommand {
 #[derive(Debug, Clone)]
 pub struct Location {
     format: Format,
+    /// The DynamoDB table, or the Redis URL.
     table: String,
 }
 
@@ -113,9 +125,32 @@ enum Format {
     Kcheck,
     Kcl,
     AsyncKinesis,
+    Redis,
+    AsyncKinesisRedis,
+}
+
+fn is_redis_url(text: &str) -> bool {
+    text.starts_with("redis://") || text.starts_with("rediss://")
 }
 
 fn parse_location(text: &str) -> Result<Location, String> {
+    // A Redis URL has a colon of its own: it is the table, not a format.
+    let redis = |format, url: &str| Location {
+        format,
+        table: url.to_owned(),
+    };
+    if is_redis_url(text) {
+        return Ok(redis(Format::Redis, text));
+    }
+    if let Some(url) = text.strip_prefix("kcheck:").filter(|t| is_redis_url(t)) {
+        return Ok(redis(Format::Redis, url));
+    }
+    if let Some(url) = text
+        .strip_prefix("async-kinesis:")
+        .filter(|t| is_redis_url(t))
+    {
+        return Ok(redis(Format::AsyncKinesisRedis, url));
+    }
     let (format, table) = text
         .split_once(':')
         .filter(|(_, table)| !table.is_empty())
@@ -126,7 +161,7 @@ fn parse_location(text: &str) -> Result<Location, String> {
         "async-kinesis" => Format::AsyncKinesis,
         other => {
             return Err(format!(
-                "the format is kcheck, kcl or async-kinesis, not {other:?}"
+                "the format is kcheck, kcl or async-kinesis (or a redis:// URL), not {other:?}"
             ))
         }
     };
@@ -137,16 +172,20 @@ fn parse_location(text: &str) -> Result<Location, String> {
 }
 
 impl Location {
-    /// The table, opened as its layout reads and writes it.
+    /// The table, opened as its layout reads and writes it, and how
+    /// messages name it (a Redis URL without its password).
     fn open(
         &self,
         connection: &Connection,
         name: &str,
         stream: Option<&str>,
         session_timeout: Duration,
-    ) -> Result<Box<dyn CheckpointTable>, Failure> {
+    ) -> Result<(Box<dyn CheckpointTable>, String), Failure> {
+        if matches!(self.format, Format::Redis | Format::AsyncKinesisRedis) {
+            return self.open_redis(name, stream, session_timeout);
+        }
         let client = DynamoDbClient::new(&connection.aws_config()?)?;
-        Ok(match self.format {
+        let table: Box<dyn CheckpointTable> = match self.format {
             Format::Kcheck => Box::new(connection.group(&GroupArgs {
                 name: name.to_owned(),
                 table: Some(self.table.clone()),
@@ -173,7 +212,44 @@ impl Location {
                     table
                 })
             }
-        })
+            Format::Redis | Format::AsyncKinesisRedis => unreachable!("opened above"),
+        };
+        Ok((table, self.table.clone()))
+    }
+
+    #[cfg(feature = "redis")]
+    fn open_redis(
+        &self,
+        name: &str,
+        stream: Option<&str>,
+        session_timeout: Duration,
+    ) -> Result<(Box<dyn CheckpointTable>, String), Failure> {
+        let redis = kcheck::RedisCheckpointer::builder(name)
+            .url(&self.table)
+            .session_timeout(session_timeout)
+            .heartbeat_frequency(session_timeout / 4)
+            .build()?;
+        let shown = redis.endpoint().to_owned();
+        if self.format == Format::Redis {
+            return Ok((Box::new(redis), shown));
+        }
+        let stream = stream.ok_or_else(|| {
+            Failure::new("async-kinesis's Redis keys hold one stream: name it with --stream")
+        })?;
+        let table = kcheck::checkpoint::AsyncKinesisRedisTable::new(&redis, stream);
+        Ok((Box::new(table), shown))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn open_redis(
+        &self,
+        _name: &str,
+        _stream: Option<&str>,
+        _session_timeout: Duration,
+    ) -> Result<(Box<dyn CheckpointTable>, String), Failure> {
+        Err(Failure::new(
+            "Redis needs kcheck built with the redis feature (cargo install --path . --features cli,redis)",
+        ))
     }
 }
 
@@ -193,7 +269,24 @@ fn parse_reset_to(text: &str) -> Result<ResetTo, String> {
 
 pub fn run(connection: &Connection, command: &CheckpointsCommand) -> Result<(), Failure> {
     match command {
-        CheckpointsCommand::Export { group } => {
+        CheckpointsCommand::Export {
+            group,
+            from: Some(from),
+            stream,
+        } => {
+            let timeout = Duration::from_secs(60);
+            let (source, shown) = from.open(connection, &group.name, stream.as_deref(), timeout)?;
+            let read = source
+                .read()
+                .map_err(|e| explain(e, &shown, stream.as_deref()))?;
+            for note in read.notes {
+                eprintln!("note: {note}");
+            }
+            Ok(json_lines(&read.checkpoints)?)
+        }
+        CheckpointsCommand::Export {
+            group, from: None, ..
+        } => {
             let table = table_of(group);
             let saved = connection
                 .group(group)?
@@ -268,14 +361,10 @@ pub fn run(connection: &Connection, command: &CheckpointsCommand) -> Result<(), 
             force,
         } => {
             let timeout = Duration::from_secs(*session_timeout);
-            let source = from.open(connection, name, stream.as_deref(), timeout)?;
-            let target = to.open(connection, name, stream.as_deref(), timeout)?;
+            let (source, from_shown) = from.open(connection, name, stream.as_deref(), timeout)?;
+            let (target, to_shown) = to.open(connection, name, stream.as_deref(), timeout)?;
             let (changes, notes) = copy(source.as_ref(), target.as_ref(), *force).map_err(|e| {
-                explain(
-                    e,
-                    &format!("{} or {}", from.table, to.table),
-                    stream.as_deref(),
-                )
+                explain(e, &format!("{from_shown} or {to_shown}"), stream.as_deref())
             })?;
             for note in notes {
                 eprintln!("note: {note}");

@@ -1,9 +1,12 @@
--- A conditional lease write (take, renew, checkpoint, release, pin_start),
+-- A conditional lease write (take, renew, checkpoint, release, pin_start,
+-- and an import's write from outside the group),
 -- run atomically by the server.
 --
 -- KEYS[1]  the lease hash
 -- ARGV[1]  "take": the counter must be ARGV[3] (any owner or none);
---          "owner": the owner must be ARGV[2] and the counter ARGV[3]
+--          "owner": the owner must be ARGV[2] and the counter ARGV[3];
+--          "free": the counter must be ARGV[3], and the owner is left to
+--          the fields given (an import deletes `ref`)
 -- ARGV[2]  the owner (the new one for "take")
 -- ARGV[3]  the expected counter, ARGV[4] that counter plus one
 -- ARGV[5]  this write's id: the same in every retry of one logical write
