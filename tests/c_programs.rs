@@ -1,4 +1,5 @@
-//! The C API from real C programs: `tests/c/*.c` (and one C++ file) are
+//! The C API from real C programs: `tests/c/*.c` (and one C++ file; not
+//! `installed.c`, which tests/install.rs builds against an install) are
 //! compiled with strict warnings against `include/kcheck.h`, linked to the
 //! `libkcheck.so` this cargo run built (through its SONAME,
 //! `libkcheck.so.1`), and run against this binary's emulators: the API
@@ -106,20 +107,6 @@ fn lib_dir() -> &'static Path {
         }
         dir
     })
-}
-
-fn readelf_dynamic(file: &Path) -> String {
-    let output = Command::new("readelf")
-        .arg("-d")
-        .arg(file)
-        .output()
-        .expect("readelf not runnable (binutils)");
-    assert!(
-        output.status.success(),
-        "readelf -d {} failed",
-        file.display()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Compiles `tests/c/<source>` once per flavour and returns the executable.

@@ -5,14 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== redis-server (the Redis checkpointer's tests run against a real one)"
-if ! command -v redis-server >/dev/null 2>&1; then
+echo "== redis-server and pkg-config (the Redis checkpointer's tests run against a real one; tests/install.rs builds C with pkg-config)"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+        apt-get update -qq && apt-get install -y -qq redis-server pkg-config >/dev/null
         # The package starts a system service on 6379 where systemd runs;
         # the tests start their own servers on free ports and need none.
     else
-        echo "redis-server is missing: install it (Debian: sudo apt-get install redis-server) and run again" >&2
+        echo "redis-server or pkg-config is missing: install them (Debian: sudo apt-get install redis-server pkg-config) and run again" >&2
         exit 1
     fi
 fi

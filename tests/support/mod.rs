@@ -238,3 +238,18 @@ pub fn built_library() -> PathBuf {
             )
         })
 }
+
+/// `readelf -d` of an ELF file: its SONAME and the libraries it needs.
+pub fn readelf_dynamic(file: &std::path::Path) -> String {
+    let output = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(file)
+        .output()
+        .expect("readelf not runnable (binutils)");
+    assert!(
+        output.status.success(),
+        "readelf -d {} failed",
+        file.display()
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
