@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const SERVE_ENV: &str = "KCHECK_BENCH_SERVE_EMULATORS";
+/// The Kinesis emulator's limit of open shards, when not its default.
+const SHARD_LIMIT_ENV: &str = "KCHECK_BENCH_SHARD_LIMIT";
 
 /// In the emulators' child process: serves them until stdin closes and
 /// returns true (the benchmark's main then returns).
@@ -15,7 +17,14 @@ pub fn serve_emulators_if_asked() -> bool {
     if std::env::var_os(SERVE_ENV).is_none() {
         return false;
     }
-    kcheck_emulators::serve_until_stdin_closes(kcheck_emulators::Options::default());
+    let mut options = kcheck_emulators::Options::default();
+    if let Some(limit) = std::env::var(SHARD_LIMIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.shard_limit = limit;
+    }
+    kcheck_emulators::serve_until_stdin_closes(options);
     true
 }
 
@@ -59,8 +68,14 @@ pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Starts the emulators in a child process; returns it with the Kinesis and
 /// DynamoDB URLs. They stop when the child's stdin closes.
 pub fn start_emulators() -> (Child, String, String) {
+    start_emulators_with_shard_limit(kcheck_emulators::Options::default().shard_limit)
+}
+
+/// [`start_emulators`], with room for `shard_limit` open shards.
+pub fn start_emulators_with_shard_limit(shard_limit: u32) -> (Child, String, String) {
     let mut child = Command::new(std::env::current_exe().expect("bench path"))
         .env(SERVE_ENV, "1")
+        .env(SHARD_LIMIT_ENV, shard_limit.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -21,6 +21,13 @@ use crate::transport::{AwsConfig, Service};
 /// Service messages longer than this are cut (AWS's are a sentence).
 const MAX_SERVICE_MESSAGE_CHARS: usize = 1000;
 
+/// Idle connections the pool keeps (ureq keeps 10 in all by default).
+const MAX_IDLE_CONNECTIONS: usize = 64;
+/// Each connection's input and output buffer (ureq: 128 KiB each). A
+/// consumer holds a connection per shard; a page larger than the buffer
+/// only takes more reads.
+const CONNECTION_BUFFER_BYTES: usize = 16 << 10;
+
 /// A signed JSON-protocol client for one service at one endpoint.
 /// Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]
@@ -49,7 +56,10 @@ impl JsonClient {
             .http_status_as_error(false)
             .timeout_connect(Some(http.connect_timeout))
             .timeout_global(Some(http.request_timeout))
-            .max_idle_connections_per_host(64)
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+            .input_buffer_size(CONNECTION_BUFFER_BYTES)
+            .output_buffer_size(CONNECTION_BUFFER_BYTES)
             .user_agent(concat!("kcheck/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = ureq::Agent::with_parts(
