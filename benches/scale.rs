@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench scale` (env: SCALE_SHARDS ["200,1000"]: the
 //! stream sizes, each on fresh emulators; RECORDS_PER_SHARD [10]; IDLE_SECS
 //! [10]: the idle window; HEARTBEAT_SECS [5] with a session timeout four
-//! times that). The emulators run in a child process (this binary
+//! times that; IDLE_POLL_MAX_SECS [5]: each size runs once with the default
+//! polling and once with `idle_poll_max_interval` at this). The emulators run in a child process (this binary
 //! re-executed), so the figures are the client's alone.
 //!
 //! Phases per stream size: the consumer starts and takes every lease; an
@@ -50,20 +51,25 @@ fn main() {
     let per_shard: usize = env_number("RECORDS_PER_SHARD", 10);
     let idle_secs: u64 = env_number("IDLE_SECS", 10);
     let heartbeat = Duration::from_secs(env_number("HEARTBEAT_SECS", 5));
+    let idle_poll_max = Duration::from_secs(env_number("IDLE_POLL_MAX_SECS", 5));
 
     let mut rows = Vec::new();
     for shards in sizes {
-        let row = run(shards, per_shard, Duration::from_secs(idle_secs), heartbeat);
-        println!("{shards} shards: {row:?}");
-        rows.push((shards, row));
+        for max_pause in [None, Some(idle_poll_max)] {
+            let idle = Duration::from_secs(idle_secs);
+            let row = run(shards, per_shard, idle, heartbeat, max_pause);
+            println!("{shards} shards, idle_poll_max_interval {max_pause:?}: {row:?}");
+            rows.push((shards, max_pause, row));
+        }
     }
     println!();
     println!(
-        "shards   start-up   idle CPU/s   catch-up            peak RSS    threads   heartbeat lateness (max, period {heartbeat:?})"
+        "shards   idle_poll_max_interval   start-up   idle CPU/s   catch-up            peak RSS    threads   heartbeat lateness (max, period {heartbeat:?})"
     );
-    for (shards, row) in rows {
+    for (shards, max_pause, row) in rows {
+        let setting = max_pause.map_or_else(|| "off".to_owned(), |max| format!("{max:?}"));
         println!(
-            "{shards:>6}   {:>7.1?}   {:>10.3}   {:>6.2?} {:>7.0} ms CPU   {:>6.1} MiB   {:>7}   {:.2?}",
+            "{shards:>6}   {setting:>22}   {:>7.1?}   {:>10.3}   {:>6.2?} {:>7.0} ms CPU   {:>6.1} MiB   {:>7}   {:.2?}",
             row.start_up,
             row.idle_cpu_per_second,
             row.catch_up,
@@ -89,7 +95,13 @@ struct Row {
     heartbeat_lateness: Duration,
 }
 
-fn run(shards: u32, per_shard: usize, idle: Duration, heartbeat: Duration) -> Row {
+fn run(
+    shards: u32,
+    per_shard: usize,
+    idle: Duration,
+    heartbeat: Duration,
+    idle_poll_max: Option<Duration>,
+) -> Row {
     let (mut emulators, kinesis_url, dynamodb_url) = start_emulators_with_shard_limit(shards);
     let kinesis = KinesisClient::new(&emulator_config(&kinesis_url)).expect("kinesis client");
     let stream = StreamRef::from("scale");
@@ -115,12 +127,14 @@ fn run(shards: u32, per_shard: usize, idle: Duration, heartbeat: Duration) -> Ro
 
     reset_peak_rss();
     let started = Instant::now();
-    let consumer = Consumer::builder(stream.as_str())
+    let mut builder = Consumer::builder(stream.as_str())
         .aws_config(emulator_config(&kinesis_url))
         .checkpointer(checkpointer)
-        .max_shard_consumers(shards as usize)
-        .build()
-        .expect("consumer");
+        .max_shard_consumers(shards as usize);
+    if let Some(max) = idle_poll_max {
+        builder = builder.idle_poll_max_interval(max);
+    }
+    let consumer = builder.build().expect("consumer");
     let received = Arc::new(AtomicUsize::new(0));
     let consumer = Arc::new(consumer);
     let reader = {
@@ -143,8 +157,9 @@ fn run(shards: u32, per_shard: usize, idle: Duration, heartbeat: Duration) -> Ro
         std::thread::sleep(Duration::from_millis(100));
     }
     let start_up = started.elapsed();
-    // Let the first polls of every shard find it empty before measuring.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let every shard's polls settle (pauses grown to their longest)
+    // before measuring.
+    std::thread::sleep(idle_poll_max.unwrap_or(Duration::ZERO) * 2 + Duration::from_secs(3));
 
     let (cpu_before, idle_started) = (process_cpu(), Instant::now());
     std::thread::sleep(idle);

@@ -807,6 +807,21 @@ kcheck_status kcheck_consumer_builder_set_idle_poll_interval_ms(kcheck_consumer_
                                                                 uint64_t milliseconds);
 
 /**
+ * Lets a shard that stays caught up be polled less often: each empty poll
+ * doubles its pause, from the idle poll interval up to `milliseconds`,
+ * and a poll that finds records goes back to the idle poll interval
+ * [off]. New records on a quiet shard are seen up to that much later;
+ * `build` refuses a value below the idle poll interval.
+ *
+ * # Safety
+ * `builder` is NULL or a live builder.
+ *
+ * Thread safety: calls on one builder are serialized.
+ */
+kcheck_status kcheck_consumer_builder_set_idle_poll_max_interval_ms(kcheck_consumer_builder *builder,
+                                                                    uint64_t milliseconds);
+
+/**
  * Calls `callback` with `user_data` the moment a lease of this consumer
  * is gained, lost, received or handed over, or a checkpoint write fails
  * (see `kcheck_event_kind`); NULL sets none [none]. It runs on the

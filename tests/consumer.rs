@@ -1,11 +1,14 @@
 //! One consumer against the emulators: delivery, checkpoint semantics in
 //! automatic and manual mode, restarts, KPL aggregates and bad input.
 
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
 mod support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use fault_proxy::FaultProxy;
 use kcheck::checkpoint::{Checkpoint, Checkpointer, LeaseScope, MemoryCheckpointer, Position};
 use kcheck::kinesis::aggregation::aggregate;
 use kcheck::kinesis::PutRecordsEntry;
@@ -321,4 +324,69 @@ fn closing_while_a_fetcher_waits_inside_a_page_resumes_exactly() {
         "resumes at the unacknowledged record"
     );
     assert!(take(&second, 1, Duration::from_secs(1)).is_empty());
+}
+
+/// GetRecords calls the proxy saw from `since` on.
+fn polls_since(proxy: &FaultProxy, since: Instant) -> Vec<Instant> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "GetRecords" && r.at >= since)
+        .map(|r| r.at)
+        .collect()
+}
+
+#[test]
+fn a_quiet_shard_is_polled_less_often_up_to_idle_poll_max_interval_and_records_reset_it() {
+    let (kinesis, stream) = create_stream(1);
+    let proxy = FaultProxy::start(&emulators().kinesis_url());
+    let consumer = consumer_for(&stream)
+        .endpoint_url(proxy.url())
+        .idle_poll_interval(Duration::from_millis(250))
+        .idle_poll_max_interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Pauses of 250, 500, 1000 ms, then 2 s: after 4 s they are at 2 s,
+    // and 4 s more see about 2 calls, where a fixed 250 ms pause makes 14.
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet_polls = polls_since(&proxy, quiet).len();
+    assert!(
+        (1..=4).contains(&quiet_polls),
+        "{quiet_polls} GetRecords calls in 4 s of a quiet shard"
+    );
+
+    put_payloads(&kinesis, &stream, 0..1);
+    let record = take(&consumer, 1, Duration::from_secs(5));
+    assert_eq!(
+        payloads(&record),
+        ["payload-0"],
+        "a record on a quiet shard still arrives"
+    );
+    // Found records bring the pause back to 250 ms (a 2 s pause would
+    // allow one call at most).
+    let after = Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    let busy_polls = polls_since(&proxy, after).len();
+    assert!(
+        busy_polls >= 3,
+        "{busy_polls} GetRecords calls in the 1.2 s after a record"
+    );
+    consumer.close().unwrap();
+}
+
+#[test]
+fn idle_poll_max_interval_shorter_than_idle_poll_interval_is_refused() {
+    let (_, stream) = create_stream(1);
+    let error = consumer_for(&stream)
+        .idle_poll_interval(Duration::from_secs(2))
+        .idle_poll_max_interval(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("idle_poll_max_interval") && message.contains("idle_poll_interval"),
+        "{message}"
+    );
 }

@@ -55,6 +55,27 @@ pub(crate) fn spawn(
         .spawn(move || Fetcher::new(&context, &shard, start).run())
 }
 
+/// The pauses of a caught-up shard: `first`, doubled after each empty poll
+/// up to `longest`.
+struct IdlePause {
+    first: Duration,
+    longest: Duration,
+}
+
+impl IdlePause {
+    fn new(options: &super::ConsumerOptions) -> IdlePause {
+        let first = options.idle_poll_interval;
+        IdlePause {
+            first,
+            longest: options.idle_poll_max_interval.unwrap_or(first),
+        }
+    }
+
+    fn after(&self, pause: Duration) -> Duration {
+        pause.saturating_mul(2).min(self.longest)
+    }
+}
+
 struct Fetcher<'a> {
     context: &'a Context,
     shard: &'a Arc<OwnedShard>,
@@ -103,6 +124,8 @@ impl<'a> Fetcher<'a> {
     fn run(mut self) {
         let context = self.context;
         let mut last_call = Instant::now() - MIN_CALL_INTERVAL;
+        let idle_pause = IdlePause::new(&context.options);
+        let mut pause = idle_pause.first;
         while self.running() {
             let iterator = match self.iterator.take() {
                 Some(iterator) => iterator,
@@ -167,8 +190,12 @@ impl<'a> Fetcher<'a> {
                             return;
                         }
                     }
-                    if caught_up && !context.sleep(context.options.idle_poll_interval) {
+                    if !caught_up {
+                        pause = idle_pause.first;
+                    } else if !context.sleep(pause) {
                         return;
+                    } else {
+                        pause = idle_pause.after(pause);
                     }
                 }
                 Err(error) => {

@@ -60,6 +60,9 @@ pub(crate) struct ConsumerOptions {
     pub checkpoint_interval: Duration,
     pub discovery_interval: Duration,
     pub idle_poll_interval: Duration,
+    /// The longest pause between GetRecords calls of a shard that stays
+    /// caught up; `None`: always `idle_poll_interval`.
+    pub idle_poll_max_interval: Option<Duration>,
 }
 
 /// What travels from the threads to the caller.
@@ -361,6 +364,17 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Lets a shard that stays caught up be polled less often: each empty
+    /// poll doubles its pause, from `idle_poll_interval` up to `interval`,
+    /// and a poll that finds records goes back to `idle_poll_interval`.
+    /// New records on a quiet shard are then seen up to `interval` late,
+    /// for fewer calls on streams with many idle shards [off: every pause
+    /// is `idle_poll_interval`].
+    pub fn idle_poll_max_interval(mut self, interval: Duration) -> Self {
+        self.options.idle_poll_max_interval = Some(interval);
+        self
+    }
+
     /// Calls `callback` the moment a lease is gained, lost, received or
     /// handed over, or a checkpoint write fails [none]. It runs on a
     /// dedicated thread of the consumer, one event at a time, in order;
@@ -392,6 +406,14 @@ impl ConsumerBuilder {
         }
         if options.max_queue_size == 0 {
             return Err(Error::Config("max_queue_size must be at least 1".into()));
+        }
+        if let Some(max) = options.idle_poll_max_interval {
+            if max < options.idle_poll_interval {
+                return Err(Error::Config(format!(
+                    "idle_poll_max_interval ({max:?}) must not be shorter than idle_poll_interval ({:?})",
+                    options.idle_poll_interval
+                )));
+            }
         }
         if options.max_shard_consumers == Some(0) {
             return Err(Error::Config(
@@ -564,6 +586,7 @@ impl Consumer {
                 checkpoint_interval: Duration::from_secs(5),
                 discovery_interval: Duration::from_secs(5),
                 idle_poll_interval: Duration::from_secs(1),
+                idle_poll_max_interval: None,
             },
             client: ClientSettings::default(),
             on_event: None,

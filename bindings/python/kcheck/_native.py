@@ -207,6 +207,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_consumer_builder_set_checkpoint_interval_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_consumer_builder_set_discovery_interval_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_consumer_builder_set_idle_poll_interval_ms": (_status, [c_void_p, c_uint64], True),
+    "kcheck_consumer_builder_set_idle_poll_max_interval_ms": (_status, [c_void_p, c_uint64], True),
     "kcheck_consumer_builder_set_endpoint_url": (_status, [c_void_p, c_char_p], True),
     "kcheck_consumer_builder_set_region_name": (_status, [c_void_p, c_char_p], True),
     "kcheck_consumer_builder_set_event_callback": (_status, [c_void_p, EVENT_CALLBACK, c_void_p], True),

@@ -198,6 +198,11 @@ class Consumer:
         discovery_interval: seconds between shard and lease discovery [5].
         idle_poll_interval: seconds between GetRecords calls of a shard that
             had no new records [1].
+        idle_poll_max_interval: lets a shard that stays caught up be polled
+            less often: each empty poll doubles its pause, from
+            ``idle_poll_interval`` up to this many seconds, and a poll that
+            finds records goes back to ``idle_poll_interval`` [off]. For
+            streams with many idle shards.
         on_event: called with a :class:`ConsumerEvent` the moment a lease is
             gained, lost, received or handed over, or a checkpoint write
             fails [none]. It runs on the consumer's own event thread, one
@@ -242,6 +247,7 @@ class Consumer:
         checkpoint_interval: Optional[Seconds] = None,
         discovery_interval: Optional[Seconds] = None,
         idle_poll_interval: Optional[Seconds] = None,
+        idle_poll_max_interval: Optional[Seconds] = None,
         on_event: Optional[Callable[[ConsumerEvent], Any]] = None,
     ) -> None:
         self._pid = os.getpid()
@@ -329,6 +335,10 @@ class Consumer:
             if idle_poll_interval is not None:
                 _lib.kcheck_consumer_builder_set_idle_poll_interval_ms(
                     b, seconds_to_ms(idle_poll_interval, "idle_poll_interval")
+                )
+            if idle_poll_max_interval is not None:
+                _lib.kcheck_consumer_builder_set_idle_poll_max_interval_ms(
+                    b, seconds_to_ms(idle_poll_max_interval, "idle_poll_max_interval")
                 )
             if endpoint_url is not None:
                 _lib.kcheck_consumer_builder_set_endpoint_url(b, _native.encode(endpoint_url, "endpoint_url"))

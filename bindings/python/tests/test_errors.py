@@ -95,6 +95,8 @@ def test_consumer_options_are_checked_by_the_library() -> None:
         kcheck.Consumer("s", max_shard_consumers=0)
     with pytest.raises(kcheck.InvalidConfigError, match="stream_name is empty"):
         kcheck.Consumer(" ")
+    with pytest.raises(kcheck.InvalidConfigError, match=r"idle_poll_max_interval \(1s\) must not be shorter"):
+        kcheck.Consumer("s", idle_poll_interval=2, idle_poll_max_interval=1)
 
 
 def test_consumer_options_checked_in_python() -> None:
