@@ -619,8 +619,22 @@ fn profile_with_web_identity() {
     assert_eq!(form["RoleSessionName"], "profile-session");
     assert_eq!(form["WebIdentityToken"], "profile-web-token");
 
-    let message = credentials_message(profile_credentials(&vars("chained")).unwrap_err());
-    assert!(message.contains("source_profile"), "{message}");
+    // A web identity profile can be the source of another role.
+    let chained = profile_credentials(&vars("chained")).expect("chained credentials");
+    assert_eq!(chained.access_key_id(), "ASIAPROFILESTS");
+    let requests = sts.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(
+        form_fields(&body_text(&requests[1]))["Action"],
+        "AssumeRoleWithWebIdentity"
+    );
+    let form = form_fields(&body_text(&requests[2]));
+    assert_eq!(form["Action"], "AssumeRole");
+    assert_eq!(form["RoleArn"], "arn:aws:iam::123456789012:role/x");
+    assert!(requests[2]
+        .header("authorization")
+        .unwrap()
+        .contains("Credential=ASIAPROFILESTS/"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1307,4 +1321,619 @@ fn a_profile_chosen_on_the_builder_wins_over_aws_profile_and_environment_keys() 
             .unwrap_err(),
     );
     assert!(error.contains("nowhere"), "{error}");
+}
+
+// ---------------------------------------------------------------------------
+// credential_process.
+
+/// `2026-01-02T03:04:05Z` for `time` (UTC, whole seconds).
+fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// An executable shell script `name` in `dir` with `body`.
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let path = dir.write(name, &format!("#!/bin/sh\n{body}\n"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    path
+}
+
+/// An environment whose config file is `config` (and no credentials file).
+fn config_env(home: &TempDir, config: &str, profile: &str, extra: &[(&str, &str)]) -> Environment {
+    let config = home.write("aws/config", config).display().to_string();
+    let credentials = home.path().join("aws/no-credentials").display().to_string();
+    let mut vars = vec![
+        ("AWS_CONFIG_FILE", config.as_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str()),
+        ("AWS_PROFILE", profile),
+    ];
+    vars.extend_from_slice(extra);
+    env_with(home, &vars)
+}
+
+#[cfg(unix)]
+#[test]
+fn credential_process_runs_the_command_and_parses_its_output() {
+    let home = TempDir::new();
+    let helper = script(
+        &home,
+        "bin/helper",
+        &format!(
+            r#"printf '{{"Version": 1, "AccessKeyId": "AKID%s", "SecretAccessKey": "proc-secret", "SessionToken": "proc-session", "Expiration": "{FAR_FUTURE}"}}' "$1""#
+        ),
+    );
+    let config = format!(
+        "[profile proc]\ncredential_process = {} \"FROM ARG\"\n\
+         [profile both]\naws_access_key_id = AKIDSTATIC\naws_secret_access_key = static-secret\n\
+         credential_process = {}\n",
+        helper.display(),
+        helper.display()
+    );
+    let credentials = profile_credentials(&config_env(&home, &config, "proc", &[])).unwrap();
+    // The shell split the quoted argument as one.
+    assert_eq!(credentials.access_key_id(), "AKIDFROM ARG");
+    assert_eq!(credentials.secret_access_key(), "proc-secret");
+    assert_eq!(credentials.session_token(), Some("proc-session"));
+    assert!(credentials.expiry().is_some());
+    // Static keys in the same profile come first.
+    let credentials = profile_credentials(&config_env(&home, &config, "both", &[])).unwrap();
+    assert_eq!(credentials.access_key_id(), "AKIDSTATIC");
+    // Long-lived keys: no token, no expiry.
+    let plain = script(
+        &home,
+        "bin/plain",
+        r#"echo '{"Version":1,"AccessKeyId":"AKIDPLAIN","SecretAccessKey":"s"}'"#,
+    );
+    let config = format!("[default]\ncredential_process = {}\n", plain.display());
+    let credentials = profile_credentials(&config_env(&home, &config, "default", &[])).unwrap();
+    assert_eq!(credentials.access_key_id(), "AKIDPLAIN");
+    assert_eq!(
+        (credentials.session_token(), credentials.expiry()),
+        (None, None)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn credential_process_failures_name_the_profile_and_never_quote_stdout() {
+    let home = TempDir::new();
+    let failing = script(
+        &home,
+        "failing",
+        r#"echo '{"Version":1,"AccessKeyId":"A","SecretAccessKey":"STDOUTSECRET"}'
+echo "login expired, run sso login" >&2
+exit 3"#,
+    );
+    let garbled = script(&home, "garbled", "echo 'STDOUTSECRET is not JSON'");
+    let version2 = script(
+        &home,
+        "version2",
+        r#"echo '{"Version":2,"AccessKeyId":"A","SecretAccessKey":"STDOUTSECRET"}'"#,
+    );
+    let slow = script(&home, "slow", "exec sleep 10");
+    let config = format!(
+        "[profile failing]\ncredential_process = {}\n[profile garbled]\ncredential_process = {}\n\
+         [profile version2]\ncredential_process = {}\n[profile slow]\ncredential_process = {}\n\
+         [profile missing]\ncredential_process = {}/does-not-exist\n",
+        failing.display(),
+        garbled.display(),
+        version2.display(),
+        slow.display(),
+        home.path().display()
+    );
+    let message = |profile: &str, http: HttpOptions| {
+        credentials_message(
+            ProfileProvider::new(
+                &config_env(&home, &config, profile, &[]),
+                "us-east-1",
+                &http,
+            )
+            .provide_credentials()
+            .unwrap_err(),
+        )
+    };
+    let failed = message("failing", http());
+    assert!(
+        failed.starts_with("profile \"failing\": credential_process failed"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains('3') && failed.contains("login expired"),
+        "{failed}"
+    );
+    let not_json = message("garbled", http());
+    assert!(
+        not_json.contains("not a credentials JSON document"),
+        "{not_json}"
+    );
+    let wrong_version = message("version2", http());
+    assert!(wrong_version.contains("Version 2"), "{wrong_version}");
+    let not_found = message("missing", http());
+    assert!(
+        not_found.starts_with("profile \"missing\": credential_process failed"),
+        "{not_found}"
+    );
+    for text in [&failed, &not_json, &wrong_version] {
+        assert!(!text.contains("STDOUTSECRET"), "{text}");
+    }
+
+    let started = Instant::now();
+    let short = HttpOptions {
+        request_timeout: Duration::from_millis(300),
+        ..http()
+    };
+    let timed_out = message("slow", short);
+    assert!(
+        timed_out.contains("did not finish within 300ms"),
+        "{timed_out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The default profile's `credential_process`: a script that counts its runs
+/// in `home/count` and prints `json` with `%s` replaced by the count.
+fn counting_process_env(home: &TempDir, name: &str, json: &str) -> Environment {
+    let counter = home.path().join("count");
+    let helper = script(
+        home,
+        name,
+        &format!(
+            r#"n=$(cat '{counter}' 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > '{counter}'
+printf '{json}' "$n""#,
+            counter = counter.display()
+        ),
+    );
+    let config = format!("[default]\ncredential_process = {}\n", helper.display());
+    config_env(
+        home,
+        &config,
+        "default",
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn credential_process_credentials_are_refreshed_before_they_expire() {
+    let home = TempDir::new();
+    let counter = home.path().join("count");
+    // Expires in two minutes: inside the five-minute refresh window.
+    let expiry = rfc3339(SystemTime::now() + Duration::from_secs(120));
+    let env = counting_process_env(
+        &home,
+        "counting",
+        &format!(
+            r#"{{"Version":1,"AccessKeyId":"AKID%s","SecretAccessKey":"s","SessionToken":"t","Expiration":"{expiry}"}}"#
+        ),
+    );
+    let provider = CachedProvider::new(DefaultChain::new(&env, "us-east-1", &http()))
+        .with_retry_interval(Duration::from_millis(500));
+    assert_eq!(
+        provider.provide_credentials().unwrap().access_key_id(),
+        "AKID1"
+    );
+    // Within the retry interval the still-valid cached ones are served…
+    assert_eq!(
+        provider.provide_credentials().unwrap().access_key_id(),
+        "AKID1"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    // …then the next caller runs the process again.
+    assert_eq!(
+        provider.provide_credentials().unwrap().access_key_id(),
+        "AKID2"
+    );
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "2");
+    // Far from expiry, credentials are not fetched again.
+    let env = counting_process_env(
+        &home,
+        "lasting",
+        &format!(
+            r#"{{"Version":1,"AccessKeyId":"AKIDLASTING","SecretAccessKey":"s","Expiration":"{FAR_FUTURE}"}}"#
+        ),
+    );
+    let provider = AwsConfig::builder()
+        .environment(env)
+        .build()
+        .unwrap()
+        .credentials_provider();
+    for _ in 0..3 {
+        assert_eq!(
+            provider.provide_credentials().unwrap().access_key_id(),
+            "AKIDLASTING"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+}
+
+// ---------------------------------------------------------------------------
+// role_arn with source_profile or credential_source (sts:AssumeRole).
+
+fn assume_role_success(key: &str, secret: &str, token: &str) -> String {
+    format!(
+        r#"<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult>
+    <AssumedRoleUser><AssumedRoleId>AROA:s</AssumedRoleId><Arn>arn</Arn></AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>{key}</AccessKeyId>
+      <SecretAccessKey>{secret}</SecretAccessKey>
+      <SessionToken>{token}</SessionToken>
+      <Expiration>{FAR_FUTURE}</Expiration>
+    </Credentials>
+  </AssumeRoleResult>
+</AssumeRoleResponse>"#
+    )
+}
+
+/// STS answering AssumeRole for `.../role/NAME` with `ASIANAME`,
+/// `NAME-secret` and `NAME-session` (upper-cased), and AccessDenied for
+/// the role `denied`.
+fn role_sts_stub() -> StubServer {
+    StubServer::start(|r| {
+        let form = form_fields(&body_text(r));
+        if form.get("Action").map(String::as_str) != Some("AssumeRole") {
+            return reply(
+                400,
+                "<ErrorResponse><Error><Code>InvalidAction</Code></Error></ErrorResponse>",
+            );
+        }
+        let role = form["RoleArn"].rsplit('/').next().unwrap().to_uppercase();
+        if role == "DENIED" {
+            return reply(
+                403,
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>\
+                 <Message>not authorized to perform sts:AssumeRole</Message></Error></ErrorResponse>",
+            );
+        }
+        reply(
+            200,
+            assume_role_success(
+                &format!("ASIA{role}"),
+                &format!("{role}-secret"),
+                &format!("{role}-session"),
+            ),
+        )
+    })
+}
+
+/// Seconds since the epoch of an `X-Amz-Date` such as `20260102T030405Z`.
+fn parse_amz_date(text: &str) -> SystemTime {
+    let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
+    let (y, m, d) = (num(0..4), num(4..6), num(6..8));
+    let (hh, mm, ss) = (num(9..11), num(11..13), num(13..15));
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    SystemTime::UNIX_EPOCH + Duration::from_secs((days * 86_400 + hh * 3600 + mm * 60 + ss) as u64)
+}
+
+/// Checks that `request` carries a valid SigV4 signature for STS in
+/// us-east-1 by `signer`: signs the same method, URL, signed headers, body
+/// and time again and compares.
+fn assert_signed_by(request: &StubRequest, signer: &Credentials) {
+    let authorization = request
+        .header("authorization")
+        .expect("an Authorization header");
+    assert!(
+        authorization.starts_with(&format!(
+            "AWS4-HMAC-SHA256 Credential={}/",
+            signer.access_key_id()
+        )),
+        "{authorization}"
+    );
+    assert!(
+        authorization.contains("/us-east-1/sts/aws4_request"),
+        "{authorization}"
+    );
+    assert_eq!(
+        request.header("x-amz-security-token"),
+        signer.session_token()
+    );
+    let signed_headers = authorization
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("SignedHeaders");
+    let host = request.header("host").expect("host");
+    let mut again = http::Request::post(format!("http://{host}{}", request.path));
+    for name in signed_headers.split(';') {
+        if !matches!(name, "host" | "x-amz-date" | "x-amz-security-token") {
+            again = again.header(name, request.header(name).expect("a signed header"));
+        }
+    }
+    let mut again = again.body(request.body.clone()).unwrap();
+    let time = parse_amz_date(request.header("x-amz-date").expect("x-amz-date"));
+    kcheck::transport::signing::sign_request(&mut again, signer, "us-east-1", "sts", time)
+        .expect("sign");
+    assert_eq!(
+        again.headers()["authorization"].to_str().unwrap(),
+        authorization,
+        "the signature does not verify"
+    );
+}
+
+const ROLE_CONFIG: &str = "\
+[profile base]
+aws_access_key_id = AKIDBASE
+aws_secret_access_key = base-secret
+[profile mid]
+role_arn = arn:aws:iam::123456789012:role/mid
+source_profile = base
+[profile top]
+role_arn = arn:aws:iam::123456789012:role/top
+source_profile = mid
+role_session_name = top-session
+external_id = ext/123 id
+duration_seconds = 1800
+[profile selfref]
+role_arn = arn:aws:iam::123456789012:role/self
+source_profile = selfref
+aws_access_key_id = AKIDSELF
+aws_secret_access_key = self-secret
+[profile a]
+role_arn = arn:aws:iam::123456789012:role/a
+source_profile = b
+[profile b]
+role_arn = arn:aws:iam::123456789012:role/b
+source_profile = c
+[profile c]
+role_arn = arn:aws:iam::123456789012:role/c
+source_profile = a
+[profile loop]
+role_arn = arn:aws:iam::123456789012:role/loop
+source_profile = loop
+[profile mfa]
+role_arn = arn:aws:iam::123456789012:role/mfa
+source_profile = base
+mfa_serial = arn:aws:iam::123456789012:mfa/me
+[profile both]
+role_arn = arn:aws:iam::123456789012:role/both
+source_profile = base
+credential_source = Environment
+[profile bad-source]
+role_arn = arn:aws:iam::123456789012:role/x
+credential_source = Laptop
+[profile undefined-source]
+role_arn = arn:aws:iam::123456789012:role/x
+source_profile = nowhere
+[profile empty-source]
+role_arn = arn:aws:iam::123456789012:role/x
+source_profile = region-only
+[profile region-only]
+region = eu-west-1
+[profile bad-duration]
+role_arn = arn:aws:iam::123456789012:role/x
+source_profile = base
+duration_seconds = 60
+[profile denied]
+role_arn = arn:aws:iam::123456789012:role/denied
+source_profile = base
+[profile from-env]
+role_arn = arn:aws:iam::123456789012:role/envrole
+credential_source = Environment
+[profile from-ecs]
+role_arn = arn:aws:iam::123456789012:role/ecsrole
+credential_source = EcsContainer
+[profile from-imds]
+role_arn = arn:aws:iam::123456789012:role/imdsrole
+credential_source = Ec2InstanceMetadata
+";
+
+#[test]
+fn role_arn_with_source_profile_chains_signed_assume_role_calls() {
+    let home = TempDir::new();
+    let sts = role_sts_stub();
+    let env = |profile: &str| {
+        config_env(
+            &home,
+            ROLE_CONFIG,
+            profile,
+            &[("AWS_ENDPOINT_URL_STS", sts.url())],
+        )
+    };
+    let credentials = profile_credentials(&env("top")).expect("top credentials");
+    assert_eq!(credentials.access_key_id(), "ASIATOP");
+    assert_eq!(credentials.secret_access_key(), "TOP-secret");
+    assert_eq!(credentials.session_token(), Some("TOP-session"));
+    assert!(credentials.expiry().is_some());
+
+    let requests = sts.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/");
+        assert_eq!(
+            request.header("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+    }
+    // The base profile's keys assume `mid`…
+    assert_signed_by(
+        &requests[0],
+        &Credentials::new("AKIDBASE", "base-secret", None, None),
+    );
+    let first = form_fields(&body_text(&requests[0]));
+    assert_eq!(first["Action"], "AssumeRole");
+    assert_eq!(first["Version"], "2011-06-15");
+    assert_eq!(first["RoleArn"], "arn:aws:iam::123456789012:role/mid");
+    assert!(first["RoleSessionName"].starts_with("kcheck-"), "{first:?}");
+    assert!(!first.contains_key("ExternalId") && !first.contains_key("DurationSeconds"));
+    // …and `mid`'s temporary credentials assume `top`.
+    assert_signed_by(
+        &requests[1],
+        &Credentials::new("ASIAMID", "MID-secret", Some("MID-session".into()), None),
+    );
+    let second = form_fields(&body_text(&requests[1]));
+    assert_eq!(second["RoleArn"], "arn:aws:iam::123456789012:role/top");
+    assert_eq!(second["RoleSessionName"], "top-session");
+    assert_eq!(second["ExternalId"], "ext/123 id");
+    assert_eq!(second["DurationSeconds"], "1800");
+
+    // A profile that is its own source uses its static keys.
+    let credentials = profile_credentials(&env("selfref")).expect("selfref credentials");
+    assert_eq!(credentials.access_key_id(), "ASIASELF");
+    let requests = sts.requests();
+    assert_eq!(requests.len(), 3);
+    assert_signed_by(
+        &requests[2],
+        &Credentials::new("AKIDSELF", "self-secret", None, None),
+    );
+
+    // The default chain, cached, finds the same.
+    let provider = AwsConfig::builder()
+        .environment(env("top"))
+        .build()
+        .unwrap()
+        .credentials_provider();
+    assert_eq!(
+        provider.provide_credentials().unwrap().access_key_id(),
+        "ASIATOP"
+    );
+    assert_eq!(
+        provider.provide_credentials().unwrap().access_key_id(),
+        "ASIATOP"
+    );
+    assert_eq!(sts.requests().len(), 5);
+}
+
+#[test]
+fn role_misconfigurations_and_sts_errors_name_the_profile() {
+    let home = TempDir::new();
+    let sts = role_sts_stub();
+    let message = |profile: &str| {
+        let env = config_env(
+            &home,
+            ROLE_CONFIG,
+            profile,
+            &[("AWS_ENDPOINT_URL_STS", sts.url())],
+        );
+        credentials_message(profile_credentials(&env).unwrap_err())
+    };
+    for (profile, expected) in [
+        ("a", "cycle: a -> b -> c -> a"),
+        ("loop", "cycle: loop -> loop"),
+        ("mfa", "profile \"mfa\": has mfa_serial"),
+        ("both", "both source_profile and credential_source"),
+        (
+            "bad-source",
+            "\"Laptop\" is not one of Environment, Ec2InstanceMetadata",
+        ),
+        (
+            "undefined-source",
+            "source_profile \"nowhere\" is not defined",
+        ),
+        ("empty-source", "\"region-only\" has no credentials"),
+        ("bad-duration", "duration_seconds \"60\""),
+    ] {
+        let text = message(profile);
+        assert!(text.contains(expected), "{profile}: {text}");
+    }
+    assert!(
+        sts.requests().is_empty(),
+        "nothing reaches STS before the settings are valid"
+    );
+
+    let denied = message("denied");
+    assert!(
+        denied.starts_with("profile \"denied\": STS AssumeRole: AccessDenied (HTTP 403)"),
+        "{denied}"
+    );
+    assert!(!denied.contains("base-secret"), "{denied}");
+    assert_eq!(sts.requests().len(), 1);
+}
+
+#[test]
+fn role_arn_with_credential_source() {
+    let home = TempDir::new();
+    let sts = role_sts_stub();
+    let container = container_stub("ASIACONTAINER");
+    let imds = imds_stub("ASIAIMDS");
+    let full_uri = format!("{}/creds", container.url());
+    let credentials = |profile: &str, extra: &[(&str, &str)]| {
+        let mut vars = vec![("AWS_ENDPOINT_URL_STS", sts.url())];
+        vars.extend_from_slice(extra);
+        profile_credentials(&config_env(&home, ROLE_CONFIG, profile, &vars))
+    };
+
+    let from_env = credentials(
+        "from-env",
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDENVSOURCE"),
+            ("AWS_SECRET_ACCESS_KEY", "env-source-secret"),
+        ],
+    )
+    .expect("Environment source");
+    assert_eq!(from_env.access_key_id(), "ASIAENVROLE");
+    let from_ecs = credentials(
+        "from-ecs",
+        &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", full_uri.as_str())],
+    )
+    .expect("EcsContainer source");
+    assert_eq!(from_ecs.access_key_id(), "ASIAECSROLE");
+    let from_imds = credentials(
+        "from-imds",
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url())],
+    )
+    .expect("Ec2InstanceMetadata source");
+    assert_eq!(from_imds.access_key_id(), "ASIAIMDSROLE");
+
+    let requests = sts.requests();
+    assert_eq!(requests.len(), 3);
+    assert_signed_by(
+        &requests[0],
+        &Credentials::new("AKIDENVSOURCE", "env-source-secret", None, None),
+    );
+    assert_signed_by(
+        &requests[1],
+        &Credentials::new(
+            "ASIACONTAINER",
+            "container-secret",
+            Some("container-session".into()),
+            None,
+        ),
+    );
+    assert_signed_by(
+        &requests[2],
+        &Credentials::new("ASIAIMDS", "imds-secret", Some("imds-token".into()), None),
+    );
+
+    // A source that is not configured is an error naming both.
+    let message = credentials_message(credentials("from-env", &[]).unwrap_err());
+    assert!(
+        message.starts_with("profile \"from-env\": credential_source Environment: "),
+        "{message}"
+    );
 }

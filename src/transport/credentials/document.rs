@@ -34,15 +34,8 @@ struct CredentialsDocument {
 /// Parses a successful (2xx) credentials response. The error says what is
 /// wrong without quoting the body.
 pub(crate) fn parse_credentials_json(body: &str) -> Result<Credentials, String> {
-    let doc: CredentialsDocument = serde_json::from_str(body).map_err(|e| {
-        // serde_json's Display can quote values; use its category and place.
-        format!(
-            "the response is not a credentials JSON document ({:?} error at line {} column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })?;
+    let doc: CredentialsDocument =
+        serde_json::from_str(body).map_err(|e| format!("the response {}", not_a_document(&e)))?;
     if let Some(code) = doc.code.as_deref() {
         if code != "Success" {
             let message = doc.message.as_deref().unwrap_or("");
@@ -51,13 +44,8 @@ pub(crate) fn parse_credentials_json(body: &str) -> Result<Credentials, String> 
                 .to_owned());
         }
     }
-    let non_empty = |value: Option<String>, field: &str| {
-        value
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| format!("the response lacks {field}"))
-    };
-    let access_key_id = non_empty(doc.access_key_id, "AccessKeyId")?;
-    let secret_access_key = non_empty(doc.secret_access_key, "SecretAccessKey")?;
+    let access_key_id = required(doc.access_key_id, "the response", "AccessKeyId")?;
+    let secret_access_key = required(doc.secret_access_key, "the response", "SecretAccessKey")?;
     let token = doc.token.filter(|t| !t.is_empty());
     let expiry = doc
         .expiration
@@ -70,6 +58,25 @@ pub(crate) fn parse_credentials_json(body: &str) -> Result<Credentials, String> 
         token,
         expiry,
     ))
+}
+
+/// "is not a credentials JSON document (…)", from serde_json's category and
+/// place of the error only: its Display can quote values.
+pub(crate) fn not_a_document(error: &serde_json::Error) -> String {
+    format!(
+        "is not a credentials JSON document ({:?} error at line {} column {})",
+        error.classify(),
+        error.line(),
+        error.column()
+    )
+}
+
+/// A field that must be present and not blank; the error says which one
+/// `source` lacks.
+pub(crate) fn required(value: Option<String>, source: &str, field: &str) -> Result<String, String> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| format!("{source} lacks {field}"))
 }
 
 /// Parses an RFC 3339 timestamp such as `2024-05-01T12:00:00Z` (an offset

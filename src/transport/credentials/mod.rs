@@ -17,6 +17,7 @@ mod document;
 mod environment;
 mod fetch;
 mod imds;
+mod process;
 mod profile;
 mod web_identity;
 

@@ -3,7 +3,8 @@
 //! `AWS_ROLE_ARN`, or by a profile's `web_identity_token_file` and `role_arn`.
 //!
 //! The call is STS's query protocol: an unsigned form-encoded POST and an XML
-//! response. The token file is read at every refresh because the platform
+//! response. [`StsClient::call`] also makes the signed `AssumeRole` calls of
+//! profile roles. The token file is read at every refresh because the platform
 //! rotates it.
 
 use std::fmt;
@@ -29,12 +30,15 @@ pub(crate) struct WebIdentitySettings {
     pub(crate) session_name: Option<String>,
 }
 
-/// Calls STS for one region; shared by the environment and profile flavours.
+/// Calls STS for one region; shared by the environment and profile flavours
+/// of web identity and by profile roles (`AssumeRole`).
 #[derive(Debug, Clone)]
 pub(crate) struct StsClient {
     http: CredentialsHttp,
     /// The endpoint, or why the environment's override is invalid.
     endpoint: std::result::Result<String, String>,
+    /// The region `AssumeRole` requests are signed for.
+    region: String,
 }
 
 impl StsClient {
@@ -44,6 +48,7 @@ impl StsClient {
         StsClient {
             http: CredentialsHttp::remote(http),
             endpoint: sts_endpoint(env, region),
+            region: region.to_owned(),
         }
     }
 
@@ -53,31 +58,67 @@ impl StsClient {
         &self,
         settings: &WebIdentitySettings,
     ) -> std::result::Result<Credentials, String> {
-        let endpoint = self.endpoint.as_ref().map_err(Clone::clone)?;
+        // Checked before the token file is read.
+        self.endpoint.as_ref().map_err(Clone::clone)?;
         let token = read_token_file(&settings.token_file)?;
         let session_name = settings
             .session_name
             .clone()
             .unwrap_or_else(default_session_name);
-        let body = form_encode(&[
-            ("Action", "AssumeRoleWithWebIdentity"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", &settings.role_arn),
-            ("RoleSessionName", &session_name),
-            ("WebIdentityToken", &token),
-        ]);
+        self.call(
+            "AssumeRoleWithWebIdentity",
+            &[
+                ("RoleArn", &settings.role_arn),
+                ("RoleSessionName", &session_name),
+                ("WebIdentityToken", &token),
+            ],
+            None,
+        )
+    }
+
+    /// One STS query-protocol call, `Action=action&Version=2011-06-15` and
+    /// `params` as a form POST, SigV4-signed with `signer` when given
+    /// (AssumeRoleWithWebIdentity is unsigned); returns the response's
+    /// `<Credentials>`.
+    pub(crate) fn call(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+        signer: Option<&Credentials>,
+    ) -> std::result::Result<Credentials, String> {
+        let endpoint = self.endpoint.as_ref().map_err(Clone::clone)?;
+        let mut pairs = vec![("Action", action), ("Version", "2011-06-15")];
+        pairs.extend_from_slice(params);
+        let body = form_encode(&pairs);
         let url = format!("{endpoint}/");
+        let mut signing_error = None;
         let fetched = self
             .http
             .send_with_retry(2, || {
-                http::Request::post(&url)
+                let mut request = http::Request::post(&url)
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("accept", "text/xml")
-                    .body(body.clone().into_bytes())
+                    .body(body.clone().into_bytes())?;
+                if let Some(credentials) = signer {
+                    // Signed at each attempt: the signature carries the time.
+                    if let Err(e) = crate::transport::signing::sign_request(
+                        &mut request,
+                        credentials,
+                        &self.region,
+                        "sts",
+                        SystemTime::now(),
+                    ) {
+                        signing_error = Some(e.to_string());
+                    }
+                }
+                Ok(request)
             })
             .map_err(|e| format!("request to {url} failed: {}", e.message))?;
+        if let Some(e) = signing_error {
+            return Err(e);
+        }
         if !fetched.is_success() {
-            return Err(describe_sts_error(fetched.status, &fetched.body));
+            return Err(describe_sts_error(action, fetched.status, &fetched.body));
         }
         parse_sts_credentials(&fetched.body)
     }
@@ -195,7 +236,7 @@ fn read_token_file(path: &Path) -> std::result::Result<String, String> {
 
 /// `kcheck-<milliseconds since the epoch>-<random>`: tells sessions apart in
 /// CloudTrail, and fits STS's 2–64 characters of `[\w+=,.@-]`.
-fn default_session_name() -> String {
+pub(crate) fn default_session_name() -> String {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -251,7 +292,7 @@ fn parse_sts_credentials(xml: &str) -> std::result::Result<Credentials, String> 
 
 /// `STS AssumeRoleWithWebIdentity: InvalidIdentityToken (HTTP 400): message`,
 /// from an XML `<Error>` or, failing that, an excerpt of the error body.
-fn describe_sts_error(status: u16, body: &str) -> String {
+fn describe_sts_error(action: &str, status: u16, body: &str) -> String {
     let error = xml_tag(body, "Error").unwrap_or(body);
     match xml_tag(error, "Code") {
         Some(code) => {
@@ -259,13 +300,13 @@ fn describe_sts_error(status: u16, body: &str) -> String {
                 .map(xml_unescape)
                 .unwrap_or_default();
             format!(
-                "STS AssumeRoleWithWebIdentity: {} (HTTP {status}): {}",
+                "STS {action}: {} (HTTP {status}): {}",
                 xml_unescape(code).trim(),
                 message.trim()
             )
         }
         None => format!(
-            "STS AssumeRoleWithWebIdentity failed (HTTP {status}); body starts {}",
+            "STS {action} failed (HTTP {status}); body starts {}",
             crate::error::excerpt(body)
         ),
     }
@@ -371,10 +412,12 @@ mod tests {
         let body = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>\
                     <Message>Token &lt;expired&gt;</Message></Error></ErrorResponse>";
         assert_eq!(
-            describe_sts_error(400, body),
+            describe_sts_error("AssumeRoleWithWebIdentity", 400, body),
             "STS AssumeRoleWithWebIdentity: InvalidIdentityToken (HTTP 400): Token <expired>"
         );
-        assert!(describe_sts_error(502, "<html>bad gateway</html>").contains("HTTP 502"));
+        assert!(
+            describe_sts_error("AssumeRole", 502, "<html>bad gateway</html>").contains("HTTP 502")
+        );
     }
 
     #[test]
