@@ -39,8 +39,9 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r bindings/python/requirements-test.txt
-# KCHECK_TEST_INSTALL=1: the package is also built and installed with pip
-# into a fresh venv, as a user would.
+# KCHECK_TEST_INSTALL=1: test_install.py also builds the sdist and the wheel
+# from it with `python -m build` (a release build in target/), checks the
+# wheel with auditwheel, installs it alone into a fresh venv and consumes.
 KCHECK_TEST_INSTALL=1 KCHECK_LIBRARY="$PWD/target/debug/libkcheck.so" KCHECK_EMULATORS="$PWD/target/debug/kcheck-emulators" \
     "$venv/bin/python" -m pytest bindings/python/tests -q -p no:cacheprovider 2>&1 | tee -a "$log"
 

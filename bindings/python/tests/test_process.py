@@ -1,4 +1,4 @@
-"""Whole-process behaviour: Ctrl-C, interpreter exit, and installing the package."""
+"""Whole-process behaviour: Ctrl-C and interpreter exit (installing the package: test_install.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import subprocess
 import sys
 import textwrap
 import time
-import venv
-from pathlib import Path
 
-import pytest
-
-from conftest import LIBRARY, PACKAGE_DIR, REPO, payloads
+from conftest import PACKAGE_DIR, payloads
 
 
 def python_child(code: str) -> "subprocess.Popen[str]":
@@ -128,35 +124,3 @@ def test_interpreter_exit_while_a_daemon_thread_iterates(emulators, stream: str)
     assert out == "exiting\n"
     assert "Exception ignored" not in err and "Traceback" not in err, err
     assert time.monotonic() - start < 10
-
-
-@pytest.mark.skipif(
-    os.environ.get("KCHECK_TEST_INSTALL") != "1",
-    reason="set KCHECK_TEST_INSTALL=1: builds the package with pip (needs PyPI for setuptools)",
-)
-def test_pip_install_bundles_the_library(tmp_path: Path, emulators, kinesis, stream: str) -> None:
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if k != "KCHECK_LIBRARY"}
-    if LIBRARY is not None:
-        env["KCHECK_LIBRARY_TO_BUNDLE"] = str(LIBRARY)  # skip the release build
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(PACKAGE_DIR)], check=True, env=env, cwd=tmp_path, timeout=900
-    )
-    kinesis.put_records(stream, payloads(3))
-    code = f"""
-        import kcheck
-        print(kcheck.library_path)
-        with kcheck.Consumer({stream!r}, endpoint_url={emulators.kinesis!r}, idle_timeout=0.5) as consumer:
-            print(len(list(consumer)))
-    """
-    run = subprocess.run(
-        [str(python), "-c", textwrap.dedent(code)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    path, count = run.stdout.split()
-    assert Path(path).parent.parent.parent.name == "site-packages" or "site-packages" in path
-    assert Path(path).name == "libkcheck.so" and Path(path).parent.name == "kcheck"
-    assert not str(path).startswith(str(REPO / "target"))
-    assert count == "3"
