@@ -484,6 +484,19 @@ uint32_t kcheck_abi_version(void);
 const char *kcheck_last_error_message(void);
 
 /**
+ * The AWS error code of the last failure on this thread, when it was an
+ * error answer of AWS (`ResourceNotFoundException`,
+ * `ProvisionedThroughputExceededException`, ...); empty otherwise. Set
+ * together with `kcheck_last_error_message`, for programs that act on the
+ * code rather than parse the message.
+ *
+ * Valid until the next failing kcheck call on the same thread.
+ *
+ * Thread safety: each thread has its own last error.
+ */
+const char *kcheck_last_error_code(void);
+
+/**
  * Frees a string that kcheck returned (e.g. from
  * `kcheck_consumer_stats_json`). NULL does nothing.
  *

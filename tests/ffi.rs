@@ -29,6 +29,13 @@ fn last_error() -> String {
         .to_owned()
 }
 
+fn last_error_code() -> String {
+    unsafe { CStr::from_ptr(kcheck_last_error_code()) }
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn c(text: &str) -> CString {
     CString::new(text).unwrap()
 }
@@ -267,6 +274,13 @@ fn a_missing_stream_fails_the_build_with_the_service_status() {
         "{}",
         last_error()
     );
+    assert_eq!(last_error_code(), "ResourceNotFoundException");
+    // A failure that is not an AWS answer has no code.
+    unsafe {
+        let status = kcheck_consumer_builder_set_endpoint_url(ptr::null_mut(), url.as_ptr());
+        assert_eq!(status, kcheck_status::InvalidArgument);
+    }
+    assert_eq!(last_error_code(), "", "after {}", last_error());
 }
 
 /// A consumer of `stream` on the emulators, built through the C ABI.

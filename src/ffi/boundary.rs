@@ -17,6 +17,8 @@ use crate::error::{panic_message, Error};
 pub(crate) struct Failure {
     status: kcheck_status,
     message: String,
+    /// The AWS error code of a service error.
+    code: Option<String>,
 }
 
 impl Failure {
@@ -24,6 +26,7 @@ impl Failure {
         Failure {
             status,
             message: message.into(),
+            code: None,
         }
     }
 
@@ -38,7 +41,10 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        Failure::new(kcheck_status::of(&error), error.to_string())
+        Failure {
+            code: error.code().map(|code| code.as_str().to_owned()),
+            ..Failure::new(kcheck_status::of(&error), error.to_string())
+        }
     }
 }
 
@@ -48,6 +54,7 @@ pub(crate) type Outcome = Result<kcheck_status, Failure>;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERROR_CODE: RefCell<CString> = RefCell::new(CString::default());
 }
 
 /// The most of a message kept from its start and from its end: a message
@@ -76,10 +83,11 @@ fn bounded(message: &str) -> String {
     )
 }
 
-fn remember(message: &str) {
+fn remember(message: &str, code: Option<&str>) {
     // Server text can hold NUL bytes; a C string cannot.
-    let text = CString::new(bounded(message).replace('\0', "")).unwrap_or_default();
-    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = text);
+    let c_string = |text: &str| CString::new(bounded(text).replace('\0', "")).unwrap_or_default();
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = c_string(message));
+    let _ = LAST_ERROR_CODE.try_with(|last| *last.borrow_mut() = c_string(code.unwrap_or("")));
 }
 
 /// The text of the last failure on this thread; empty when none.
@@ -94,6 +102,22 @@ pub extern "C" fn kcheck_last_error_message() -> *const c_char {
         .unwrap_or(c"".as_ptr())
 }
 
+/// The AWS error code of the last failure on this thread, when it was an
+/// error answer of AWS (`ResourceNotFoundException`,
+/// `ProvisionedThroughputExceededException`, ...); empty otherwise. Set
+/// together with `kcheck_last_error_message`, for programs that act on the
+/// code rather than parse the message.
+///
+/// Valid until the next failing kcheck call on the same thread.
+///
+/// Thread safety: each thread has its own last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn kcheck_last_error_code() -> *const c_char {
+    LAST_ERROR_CODE
+        .try_with(|last| last.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
+}
+
 /// Runs an exported function's body: failures are recorded for
 /// `kcheck_last_error_message`, and a panic becomes `KCHECK_STATUS_PANIC`
 /// instead of unwinding into C.
@@ -101,11 +125,14 @@ pub(crate) fn boundary(body: impl FnOnce() -> Outcome) -> kcheck_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(status)) => status,
         Ok(Err(failure)) => {
-            remember(&failure.message);
+            remember(&failure.message, failure.code.as_deref());
             failure.status
         }
         Err(payload) => {
-            remember(&format!("internal error: {}", panic_message(&*payload)));
+            remember(
+                &format!("internal error: {}", panic_message(&*payload)),
+                None,
+            );
             kcheck_status::Panic
         }
     }
@@ -115,7 +142,10 @@ pub(crate) fn boundary(body: impl FnOnce() -> Outcome) -> kcheck_status {
 /// `fallback` on a panic.
 pub(crate) fn boundary_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        remember(&format!("internal error: {}", panic_message(&*payload)));
+        remember(
+            &format!("internal error: {}", panic_message(&*payload)),
+            None,
+        );
         fallback
     })
 }

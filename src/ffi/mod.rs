@@ -26,7 +26,7 @@ mod record;
 mod status;
 mod writer;
 
-pub use boundary::{kcheck_last_error_message, kcheck_string_free};
+pub use boundary::{kcheck_last_error_code, kcheck_last_error_message, kcheck_string_free};
 pub use checkpointer::*;
 pub use consumer::*;
 pub use group::*;

@@ -158,6 +158,7 @@ FUNCTIONS: Dict[str, Tuple[Any, Sequence[Any], bool]] = {
     "kcheck_version": (c_char_p, [], False),
     "kcheck_abi_version": (c_uint32, [], False),
     "kcheck_last_error_message": (c_char_p, [], False),
+    "kcheck_last_error_code": (c_char_p, [], False),
     "kcheck_string_free": (None, [c_void_p], False),
     "kcheck_status_name": (c_char_p, [c_uint32], False),
     # checkpointers
@@ -356,13 +357,17 @@ lib, library_path = _load()
 _last_error_message = lib.kcheck_last_error_message
 _last_error_message.argtypes = []
 _last_error_message.restype = c_char_p
+_last_error_code = lib.kcheck_last_error_code
+_last_error_code.argtypes = []
+_last_error_code.restype = c_char_p
 
 
 def last_error(status: int) -> KcheckError:
-    """The exception for ``status``, with this thread's last error message."""
+    """The exception for ``status``, with this thread's last error message and code."""
     raw = _last_error_message()
     message = raw.decode("utf-8", "replace") if raw else ""
-    return error_for_status(status, message)
+    code = _last_error_code()
+    return error_for_status(status, message, code.decode("utf-8", "replace") if code else None)
 
 
 def _errcheck(status: int, func: Callable[..., Any], args: Tuple[Any, ...]) -> int:

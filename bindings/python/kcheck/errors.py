@@ -81,18 +81,23 @@ class KcheckError(Exception):
         status: the library's status code (an ``int``, see ``kcheck.h``).
         status_name: its name, e.g. ``"KCHECK_STATUS_SERVICE_ERROR"``.
         message: the library's explanation (also ``str(error)``).
+        code: the AWS error code when AWS refused the call (for example
+            ``"ResourceNotFoundException"``), else ``None`` — for code that
+            acts on it instead of parsing the message (botocore users know
+            it as ``error.response["Error"]["Code"]``).
     """
 
     #: The status this class stands for; instances may carry another one
     #: (a plain KcheckError for a status this package does not know).
     default_status: int = STATUS_INTERNAL_ERROR
 
-    def __init__(self, message: str = "", status: Optional[int] = None) -> None:
+    def __init__(self, message: str = "", status: Optional[int] = None, code: Optional[str] = None) -> None:
         # A single positional argument: OSError-derived subclasses would read
         # two as (errno, strerror).
         super().__init__(message)
         self.message: str = message
         self.status: int = self.default_status if status is None else int(status)
+        self.code: Optional[str] = code
 
     @property
     def status_name(self) -> str:
@@ -103,7 +108,7 @@ class KcheckError(Exception):
         return self.message or self.status_name
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.message, self.status))
+        return (type(self), (self.message, self.status, self.code))
 
 
 class InvalidArgumentError(KcheckError, ValueError):
@@ -240,7 +245,7 @@ _BY_STATUS: Dict[int, Type[KcheckError]] = {
 }
 
 
-def error_for_status(status: int, message: str) -> KcheckError:
-    """The exception for a failed call's ``status`` and ``message``."""
+def error_for_status(status: int, message: str, code: Optional[str] = None) -> KcheckError:
+    """The exception for a failed call's ``status``, ``message`` and AWS error ``code``."""
     cls = _BY_STATUS.get(status, KcheckError)
-    return cls(message, status)
+    return cls(message, status, code)

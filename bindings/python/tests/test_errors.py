@@ -30,7 +30,7 @@ def test_hierarchy_and_attributes() -> None:
         kcheck.ForkError: (15, kcheck.KcheckError),
     }
     for cls, (status, base) in expectations.items():
-        error = errors.error_for_status(status, "the message")
+        error = errors.error_for_status(status, "the message", "SomeAwsException")
         assert type(error) is cls
         assert isinstance(error, kcheck.KcheckError) and isinstance(error, base)
         assert error.status == status
@@ -38,6 +38,7 @@ def test_hierarchy_and_attributes() -> None:
         assert str(error) == "the message" and error.message == "the message"
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is cls and copy.status == status and str(copy) == "the message"
+        assert error.code == copy.code == "SomeAwsException"
     unknown = errors.error_for_status(99, "future status")
     assert type(unknown) is kcheck.KcheckError and unknown.status == 99
     assert unknown.status_name == "KCHECK_STATUS_UNKNOWN"
@@ -123,6 +124,11 @@ def test_missing_stream_is_a_service_error_naming_it(emulators) -> None:
     assert name in str(caught.value)
     assert "ResourceNotFoundException" in str(caught.value)
     assert caught.value.status == 8
+    assert caught.value.code == "ResourceNotFoundException"
+    # A failure that is not an AWS answer carries no code.
+    with pytest.raises(kcheck.InvalidConfigError) as config_error:
+        kcheck.Consumer("s", record_limit=0)
+    assert config_error.value.code is None
 
 
 def test_missing_table_without_create_table_names_it(emulators, stream) -> None:
