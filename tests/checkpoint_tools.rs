@@ -15,7 +15,7 @@ use kcheck::checkpoint::{
     Checkpoint, ConsumerGroup, LeaseState, Position, ResetTo, SavedCheckpoint, Snapshots,
 };
 use kcheck::kinesis::KinesisClient;
-use kcheck::{Error, Producer};
+use kcheck::Error;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -235,16 +235,7 @@ fn process_snapshot_crash_restore_restart_reads_the_unsnapshotted_batch_again() 
 fn a_restored_sub_sequence_resumes_inside_the_aggregate() {
     let (_, stream) = create_stream(1);
     let table = unique_name("leases");
-    let producer = Producer::builder(stream.as_str())
-        .aws_config(kinesis_config())
-        .aggregate(true)
-        .buffer_time(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    for n in 0..6 {
-        producer.put(format!("user-{n}"), "one-key", None).unwrap();
-    }
-    producer.close().unwrap();
+    put_one_aggregate(&stream, 6);
     let worker = manual_consumer(&stream, "kpl", &table);
     let records = take(&worker, 6, WAIT);
     assert_eq!(payloads(&records).len(), 6);

@@ -16,7 +16,7 @@ use kcheck::checkpoint::{
     copy, AsyncKinesisRedisTable, CheckpointTable, Checkpointer, ConsumerGroup, LeaseState,
     SavedCheckpoint,
 };
-use kcheck::{Consumer, Error, Producer, RedisCheckpointer};
+use kcheck::{Consumer, Error, RedisCheckpointer};
 use redis_server::RedisServer;
 use support::*;
 
@@ -182,16 +182,7 @@ fn a_sub_sequence_copied_from_redis_resumes_inside_the_aggregate() {
     let server = RedisServer::start();
     let (_, stream) = create_stream(1);
     let table = unique_name("leases");
-    let producer = Producer::builder(stream.as_str())
-        .aws_config(kinesis_config())
-        .aggregate(true)
-        .buffer_time(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    for n in 0..6 {
-        producer.put(format!("user-{n}"), "one-key", None).unwrap();
-    }
-    producer.close().unwrap();
+    put_one_aggregate(&stream, 6);
     let worker = redis_consumer(&server, &stream, "kpl");
     let records = take(&worker, 6, WAIT);
     assert_eq!(records.len(), 6);

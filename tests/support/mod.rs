@@ -253,3 +253,19 @@ pub fn readelf_dynamic(file: &std::path::Path) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Puts `count` user records (`user-0`, `user-1`, ...) under one partition
+/// key through an aggregating producer: one KPL aggregate, so the records
+/// carry sub-sequence numbers.
+pub fn put_one_aggregate(stream: &StreamRef, count: usize) {
+    let producer = kcheck::Producer::builder(stream.as_str())
+        .aws_config(kinesis_config())
+        .aggregate(true)
+        .buffer_time(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for n in 0..count {
+        producer.put(format!("user-{n}"), "one-key", None).unwrap();
+    }
+    producer.close().unwrap();
+}
